@@ -1,0 +1,19 @@
+//! Llama, Mistral and Phi-3 decoders for BioAlign, loaded exactly from real checkpoints.
+//!
+//! - [`gguf`]: a memory-mapped GGUF reader with dequantization of F32, F16, BF16, Q8_0,
+//!   Q4_0, Q4_1, Q4_K and Q6_K tensors.
+
+pub mod config;
+pub mod error;
+pub mod gguf;
+
+pub use error::{Error, Result};
+
+/// Where `datasets/fetch.sh models` puts SmolLM2-135M-Instruct, relative to
+/// [`bioalign_io::data_dir`].
+pub const SMOLLM2_GGUF: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The path of the SmolLM2-135M-Instruct GGUF under [`bioalign_io::data_dir`] (it may be absent).
+pub fn smollm2_gguf_path() -> std::path::PathBuf {
+    bioalign_io::data_dir().join(SMOLLM2_GGUF)
+}
