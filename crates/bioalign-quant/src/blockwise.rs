@@ -1,0 +1,252 @@
+//! Blockwise 4-bit quantization and dequantization, bit-exact with
+//! bitsandbytes' CPU path (0.50.2).
+//!
+//! The weight is flattened row-major and cut into blocks of `blocksize`
+//! elements (the last one may be short). Per block bitsandbytes' default
+//! quantizer (`backends/default/ops.py`, used on CPU) computes
+//! `absmax = max |x|`, scales `x * (1 / max(absmax, 1e-38))` clamped to
+//! `[-1, 1]` (the short last block divides by `max(absmax, 1e-38)` instead and
+//! stores that clamped value as its absmax), and picks the code with
+//! `torch.bucketize` against the midpoints of the sorted code book, so a value
+//! exactly on a midpoint takes the lower code. Two codes share a byte, the first
+//! element in the high nibble; an odd element count is padded with the code of 0.
+//!
+//! Non-finite input is rejected ([`Error::NonFinite`]): bitsandbytes turns the
+//! whole block into NaN scales and code 15 (an infinity gives absmax inf and
+//! `inf * 0 = NaN`), which silently destroys the block.
+
+use crate::codebook::{BlockSize, QuantType};
+use crate::{Error, Result};
+
+/// Smallest scale bitsandbytes divides by (`absmax.clamp(min=1e-38)`).
+pub(crate) const MIN_SCALE: f32 = 1e-38;
+
+/// Number of bytes holding `n` packed 4-bit codes.
+pub fn packed_len(n: usize) -> usize {
+    n.div_ceil(2)
+}
+
+/// Code for a scaled value `s` in `[-1, 1]`: bucketize against the sorted
+/// midpoints (count of bounds strictly below `s`), then map sorted position to code.
+#[inline(always)]
+fn code_of(s: f32, bounds: &[f32; 15], order: &[u8; 16]) -> u8 {
+    let mut idx = 0u8;
+    for b in bounds {
+        idx += u8::from(*b < s);
+    }
+    order[idx as usize]
+}
+
+/// Quantizes one block (`x.len()` even unless it is the last block of an odd
+/// tensor) into `out` (`packed_len(x.len())` bytes); returns the stored absmax.
+fn quantize_block(
+    x: &[f32],
+    is_short: bool,
+    first_index: usize,
+    block: usize,
+    bounds: &[f32; 15],
+    order: &[u8; 16],
+    out: &mut [u8],
+) -> Result<f32> {
+    let mut am = 0.0f32;
+    let mut finite = true;
+    for &v in x {
+        am = am.max(v.abs());
+        finite &= v.is_finite();
+    }
+    if !finite {
+        let (i, &value) = x
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .unwrap_or((0, &f32::NAN));
+        return Err(Error::NonFinite {
+            index: first_index + i,
+            block,
+            value,
+            context: String::new(),
+        });
+    }
+    let pad = code_of(0.0, bounds, order);
+    let clamped = am.max(MIN_SCALE);
+    let mut codes = [0u8; 4096];
+    let codes = &mut codes[..x.len()];
+    if is_short {
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = code_of((v / clamped).clamp(-1.0, 1.0), bounds, order);
+        }
+    } else {
+        let inv = 1.0 / clamped;
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = code_of((v * inv).clamp(-1.0, 1.0), bounds, order);
+        }
+    }
+    let mut pairs = codes.chunks_exact(2);
+    for (o, p) in out.iter_mut().zip(&mut pairs) {
+        *o = (p[0] << 4) | p[1];
+    }
+    if let [last] = pairs.remainder() {
+        out[x.len() / 2] = (last << 4) | pad;
+    }
+    Ok(if is_short { clamped } else { am })
+}
+
+/// Quantizes `data` (flattened row-major) into `packed` (`packed_len(n)`
+/// bytes) and `absmax` (`blocksize.blocks(n)` values), with up to `threads`
+/// threads (0 = all cores). Output is identical for any thread count.
+pub fn quantize_4bit_into(
+    data: &[f32],
+    blocksize: BlockSize,
+    quant_type: QuantType,
+    packed: &mut [u8],
+    absmax: &mut [f32],
+    threads: usize,
+) -> Result<()> {
+    let n = data.len();
+    let bs = blocksize.get();
+    if packed.len() != packed_len(n) {
+        return Err(Error::shape("packed output", packed_len(n), packed.len()));
+    }
+    if absmax.len() != blocksize.blocks(n) {
+        return Err(Error::shape(
+            "absmax output",
+            blocksize.blocks(n),
+            absmax.len(),
+        ));
+    }
+    let bounds = quant_type.bounds();
+    let order = quant_type.order();
+    let full = n / bs;
+    let run =
+        |first_block: usize, data: &[f32], packed: &mut [u8], absmax: &mut [f32]| -> Result<()> {
+            for (j, ((x, out), am)) in data
+                .chunks(bs)
+                .zip(packed.chunks_mut(bs / 2))
+                .zip(absmax.iter_mut())
+                .enumerate()
+            {
+                let b = first_block + j;
+                *am = quantize_block(x, b >= full, b * bs, b, &bounds, &order, out)?;
+            }
+            Ok(())
+        };
+    let blocks = blocksize.blocks(n);
+    let threads = crate::kernels::thread_count(threads, n / 65_536 + 1);
+    if threads <= 1 {
+        return run(0, data, packed, absmax);
+    }
+    let per = blocks.div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = data
+            .chunks(per * bs)
+            .zip(packed.chunks_mut(per * bs / 2))
+            .zip(absmax.chunks_mut(per))
+            .enumerate()
+            .map(|(t, ((d, p), a))| s.spawn(move || run(t * per, d, p, a)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect::<Result<Vec<()>>>()
+    })?;
+    Ok(())
+}
+
+/// Quantizes `data`; returns `(packed, absmax)`.
+pub fn quantize_4bit(
+    data: &[f32],
+    blocksize: BlockSize,
+    quant_type: QuantType,
+) -> Result<(Vec<u8>, Vec<f32>)> {
+    let mut packed = vec![0u8; packed_len(data.len())];
+    let mut absmax = vec![0f32; blocksize.blocks(data.len())];
+    quantize_4bit_into(data, blocksize, quant_type, &mut packed, &mut absmax, 0)?;
+    Ok((packed, absmax))
+}
+
+/// Scalar reference dequantization of elements `start..start + out.len()` of
+/// the flattened tensor: `code[nibble] * absmax[block]`, exactly bitsandbytes'
+/// `lut[idx] * scale` in f32.
+pub fn dequantize_4bit_scalar(
+    packed: &[u8],
+    absmax: &[f32],
+    blocksize: BlockSize,
+    quant_type: QuantType,
+    start: usize,
+    out: &mut [f32],
+) {
+    let code = quant_type.code();
+    let bs = blocksize.get();
+    for (i, o) in out.iter_mut().enumerate() {
+        let e = start + i;
+        let byte = packed[e / 2];
+        let nib = if e.is_multiple_of(2) {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        };
+        *o = code[nib as usize] * absmax[e / bs];
+    }
+}
+
+/// Checks that `packed` and `absmax` fit a tensor of `n` elements.
+pub(crate) fn check_lengths(
+    packed: &[u8],
+    absmax: &[f32],
+    n: usize,
+    blocksize: BlockSize,
+) -> Result<()> {
+    if packed.len() != packed_len(n) {
+        return Err(Error::shape(
+            "packed weight bytes",
+            packed_len(n),
+            packed.len(),
+        ));
+    }
+    if absmax.len() != blocksize.blocks(n) {
+        return Err(Error::shape(
+            "absmax values",
+            blocksize.blocks(n),
+            absmax.len(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_high_nibble_first_and_pads_odd() {
+        let x = [1.0f32, -1.0, 0.0];
+        let (p, a) = quantize_4bit(&x, BlockSize::new(32).unwrap(), QuantType::Nf4).unwrap();
+        assert_eq!(a, vec![1.0]);
+        assert_eq!(p, vec![0xF0, 0x77]);
+    }
+
+    #[test]
+    fn rejects_non_finite_with_position() {
+        let mut x = vec![0.5f32; 130];
+        x[100] = f32::INFINITY;
+        let err = quantize_4bit(&x, BlockSize::DEFAULT, QuantType::Nf4).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NonFinite {
+                    index: 100,
+                    block: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_short_block_stores_clamped_scale() {
+        let x = vec![0.0f32; 70];
+        let (_, a) = quantize_4bit(&x, BlockSize::DEFAULT, QuantType::Nf4).unwrap();
+        assert_eq!(a, vec![0.0, MIN_SCALE]);
+    }
+}

@@ -1,0 +1,1 @@
+//! bnb-4bit checkpoint I/O.

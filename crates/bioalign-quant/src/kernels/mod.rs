@@ -1,0 +1,412 @@
+//! CPU kernels: dequantization to f32 / bf16 and the fused product
+//! `y = x · dequant(W)ᵀ`, which dequantizes small tiles of `W` on the fly and
+//! never holds the whole f32 weight.
+//!
+//! Every entry point takes plain slices, so a burn backend extension (or any
+//! other caller) can hand in its buffers. The SIMD path is picked at run time
+//! ([`Isa::detect`]: AVX-512F, else AVX2+FMA, else scalar); the scalar path is
+//! the reference the SIMD paths are tested against. Work is split over output
+//! rows with `std::thread::scope`.
+
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use half::bf16;
+
+use crate::blockwise::check_lengths;
+use crate::codebook::{BlockSize, QuantType};
+use crate::{Error, Result};
+
+/// Instruction set a kernel runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// x86_64 AVX2 with FMA.
+    Avx2,
+    /// x86_64 AVX-512F.
+    Avx512,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every instruction set this CPU supports, scalar first.
+    pub fn all_available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.available())
+            .collect()
+    }
+
+    fn checked(self) -> Isa {
+        if self.available() { self } else { Isa::Scalar }
+    }
+}
+
+/// Threads to use: `requested` (0 = all cores), at most `work_items`.
+pub(crate) fn thread_count(requested: usize, work_items: usize) -> usize {
+    let t = if requested == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        requested
+    };
+    t.clamp(1, work_items.max(1))
+}
+
+/// A 4-bit weight `[rows, cols]` (row-major, flattened blocks as bitsandbytes
+/// stores it) with f32 block scales (expand nested scales first).
+#[derive(Debug, Clone, Copy)]
+pub struct Nf4Weight<'a> {
+    packed: &'a [u8],
+    absmax: &'a [f32],
+    rows: usize,
+    cols: usize,
+    blocksize: BlockSize,
+    quant_type: QuantType,
+}
+
+impl<'a> Nf4Weight<'a> {
+    /// Checks the lengths of `packed` and `absmax` against `rows × cols`.
+    pub fn new(
+        packed: &'a [u8],
+        absmax: &'a [f32],
+        rows: usize,
+        cols: usize,
+        blocksize: BlockSize,
+        quant_type: QuantType,
+    ) -> Result<Self> {
+        check_lengths(packed, absmax, rows * cols, blocksize)?;
+        Ok(Nf4Weight {
+            packed,
+            absmax,
+            rows,
+            cols,
+            blocksize,
+            quant_type,
+        })
+    }
+
+    /// Output features (rows of `W`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (columns of `W`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Dequantizes flat elements `start..start + out.len()` into `out`.
+    pub(crate) fn dequant_range(&self, isa: Isa, start: usize, out: &mut [f32]) {
+        let mut done = 0;
+        // Scalar head up to a 32-element boundary, SIMD over whole 32-element
+        // chunks (never across a block: block sizes are multiples of 32), scalar tail.
+        let head = ((32 - start % 32) % 32).min(out.len());
+        self.scalar_range(start, &mut out[..head]);
+        done += head;
+        let chunks = (out.len() - done) / 32;
+        if chunks > 0 && isa != Isa::Scalar {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let s = start + done;
+                x86::dequant_chunks(isa, self, s, &mut out[done..done + chunks * 32]);
+                done += chunks * 32;
+            }
+        }
+        self.scalar_range(start + done, &mut out[done..]);
+    }
+
+    fn scalar_range(&self, start: usize, out: &mut [f32]) {
+        crate::blockwise::dequantize_4bit_scalar(
+            self.packed,
+            self.absmax,
+            self.blocksize,
+            self.quant_type,
+            start,
+            out,
+        );
+    }
+}
+
+/// Dequantizes the whole weight into `out` (`rows × cols` f32).
+pub fn dequantize_f32(w: &Nf4Weight<'_>, out: &mut [f32], isa: Isa, threads: usize) -> Result<()> {
+    let n = w.rows * w.cols;
+    if out.len() != n {
+        return Err(Error::shape("dequantize output", n, out.len()));
+    }
+    let isa = isa.checked();
+    let chunk = parallel_chunk(n, threads);
+    std::thread::scope(|s| {
+        for (i, o) in out.chunks_mut(chunk).enumerate() {
+            s.spawn(move || w.dequant_range(isa, i * chunk, o));
+        }
+    });
+    Ok(())
+}
+
+/// Dequantizes the whole weight into `out` as bf16, rounding to nearest even
+/// like bitsandbytes' `cvt_fp32_to_bf16`.
+pub fn dequantize_bf16(
+    w: &Nf4Weight<'_>,
+    out: &mut [bf16],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    let n = w.rows * w.cols;
+    if out.len() != n {
+        return Err(Error::shape("dequantize output", n, out.len()));
+    }
+    let isa = isa.checked();
+    let chunk = parallel_chunk(n, threads);
+    std::thread::scope(|s| {
+        for (i, o) in out.chunks_mut(chunk).enumerate() {
+            s.spawn(move || {
+                let mut buf = [0f32; 2048];
+                for (j, oc) in o.chunks_mut(buf.len()).enumerate() {
+                    let b = &mut buf[..oc.len()];
+                    w.dequant_range(isa, i * chunk + j * 2048, b);
+                    for (d, &v) in oc.iter_mut().zip(b.iter()) {
+                        *d = bf16::from_bits(f32_to_bf16_rne(v));
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// f32 to bf16 bits, round to nearest even, NaN kept quiet.
+#[inline]
+pub fn f32_to_bf16_rne(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// Chunk length splitting `n` elements over threads, a multiple of 2048.
+fn parallel_chunk(n: usize, threads: usize) -> usize {
+    let t = thread_count(threads, n / (1 << 16) + 1);
+    n.div_ceil(t).div_ceil(2048).max(1) * 2048
+}
+
+/// Fused `y = x · dequant(W)ᵀ`: `x` is `[m, cols]`, `y` is `[m, rows]`, both
+/// row-major. Only tiles of `W` are ever dequantized (a row at a time for
+/// small `m`, `64 × 256` tiles otherwise).
+pub fn matmul_nt(
+    x: &[f32],
+    m: usize,
+    w: &Nf4Weight<'_>,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    check_mm(x, m, w.rows, w.cols, y)?;
+    let isa = isa.checked();
+    let src = WeightSource::Nf4(*w);
+    run_matmul(x, m, &src, w.rows, w.cols, y, isa, threads);
+    Ok(())
+}
+
+/// The same product with a plain f32 weight `[rows, cols]`: the baseline the
+/// fused kernel is compared with, through the same tiling and micro-kernels.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_nt_f32(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    if w.len() != rows * cols {
+        return Err(Error::shape("f32 weight", rows * cols, w.len()));
+    }
+    check_mm(x, m, rows, cols, y)?;
+    let src = WeightSource::F32 { w, cols };
+    run_matmul(x, m, &src, rows, cols, y, isa.checked(), threads);
+    Ok(())
+}
+
+fn check_mm(x: &[f32], m: usize, rows: usize, cols: usize, y: &[f32]) -> Result<()> {
+    if x.len() != m * cols {
+        return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
+    }
+    if y.len() != m * rows {
+        return Err(Error::shape("output y [m, rows]", m * rows, y.len()));
+    }
+    Ok(())
+}
+
+/// Where the weight tiles come from.
+pub(crate) enum WeightSource<'a> {
+    Nf4(Nf4Weight<'a>),
+    F32 { w: &'a [f32], cols: usize },
+}
+
+impl WeightSource<'_> {
+    /// Row `r`, columns `k0..k0 + out.len()`, as f32.
+    #[inline]
+    pub(crate) fn row_slice(&self, isa: Isa, r: usize, k0: usize, out: &mut [f32]) {
+        match self {
+            WeightSource::Nf4(w) => w.dequant_range(isa, r * w.cols + k0, out),
+            WeightSource::F32 { w, cols } => {
+                out.copy_from_slice(&w[r * cols + k0..r * cols + k0 + out.len()])
+            }
+        }
+    }
+}
+
+/// Rows of `m` below which the product runs as row dot products.
+const GEMV_MAX_M: usize = 4;
+/// Tile of `W`: rows × columns dequantized (and transposed) at once.
+pub(crate) const NC: usize = 64;
+pub(crate) const KC: usize = 256;
+
+#[allow(clippy::too_many_arguments)]
+fn run_matmul(
+    x: &[f32],
+    m: usize,
+    src: &WeightSource<'_>,
+    rows: usize,
+    cols: usize,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) {
+    if m == 0 || rows == 0 {
+        return;
+    }
+    if m < GEMV_MAX_M {
+        let t = thread_count(threads, rows / 16 + 1);
+        let per = rows.div_ceil(t);
+        for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
+            std::thread::scope(|s| {
+                for (ti, yc) in yi.chunks_mut(per).enumerate() {
+                    s.spawn(move || gemv_rows(isa, src, xi, ti * per, yc));
+                }
+            });
+        }
+        return;
+    }
+    let t = thread_count(threads, rows.div_ceil(NC));
+    let per = rows.div_ceil(NC).div_ceil(t) * NC;
+    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..rows)
+            .step_by(per)
+            .map(|r0| {
+                let r1 = (r0 + per).min(rows);
+                s.spawn(move || (r0, gemm_rows(isa, src, x, m, cols, r0, r1)))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for (r0, part) in parts {
+        let width = part.len() / m;
+        for (yi, pi) in y.chunks_mut(rows).zip(part.chunks(width)) {
+            yi[r0..r0 + width].copy_from_slice(pi);
+        }
+    }
+}
+
+/// `y[j] = x · W[r0 + j]` for `j < y.len()`.
+fn gemv_rows(isa: Isa, src: &WeightSource<'_>, x: &[f32], r0: usize, y: &mut [f32]) {
+    match (isa, src) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2 | Isa::Avx512, WeightSource::Nf4(w)) => x86::gemv_nf4(isa, w, x, r0, y),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2 | Isa::Avx512, WeightSource::F32 { w, cols }) => {
+            x86::gemv_f32(isa, w, *cols, x, r0, y)
+        }
+        _ => scalar::gemv(src, x, r0, y),
+    }
+}
+
+/// `[m, r1 - r0]` block of `y` for W rows `r0..r1`, tiled `NC × KC`.
+fn gemm_rows(
+    isa: Isa,
+    src: &WeightSource<'_>,
+    x: &[f32],
+    m: usize,
+    cols: usize,
+    r0: usize,
+    r1: usize,
+) -> Vec<f32> {
+    let width = r1 - r0;
+    let mut out = vec![0f32; m * width];
+    // Packed, transposed tile: tile[k][j] for k < KC, j < NC.
+    let mut tile = vec![0f32; KC * NC];
+    let mut row = vec![0f32; KC];
+    for n0 in (r0..r1).step_by(NC) {
+        let nc = NC.min(r1 - n0);
+        for k0 in (0..cols).step_by(KC) {
+            let kc = KC.min(cols - k0);
+            tile.iter_mut().for_each(|v| *v = 0.0);
+            for j in 0..nc {
+                src.row_slice(isa, n0 + j, k0, &mut row[..kc]);
+                for (k, &v) in row[..kc].iter().enumerate() {
+                    tile[k * NC + j] = v;
+                }
+            }
+            let ctx = TileCtx {
+                x,
+                cols,
+                k0,
+                kc,
+                tile: &tile,
+                out_col0: n0 - r0,
+                nc,
+                width,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 | Isa::Avx512 => x86::tile_product(isa, &ctx, m, &mut out),
+                _ => scalar::tile_product(&ctx, m, &mut out),
+            }
+        }
+    }
+    out
+}
+
+/// One packed tile and where its product goes.
+pub(crate) struct TileCtx<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) cols: usize,
+    pub(crate) k0: usize,
+    pub(crate) kc: usize,
+    pub(crate) tile: &'a [f32],
+    pub(crate) out_col0: usize,
+    pub(crate) nc: usize,
+    pub(crate) width: usize,
+}

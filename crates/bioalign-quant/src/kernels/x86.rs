@@ -1,0 +1,391 @@
+//! x86_64 SIMD kernels (AVX-512F and AVX2+FMA), selected at run time.
+//!
+//! Each function carries `#[target_feature]` and is only called after
+//! [`Isa::available`] confirmed the feature, which makes the `unsafe` calls sound.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, KC, NC, Nf4Weight, TileCtx};
+
+/// Dequantizes whole 32-element chunks starting at flat element `start` (a
+/// multiple of 32) into `out` (a multiple of 32 long).
+pub(super) fn dequant_chunks(isa: Isa, w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    debug_assert!(start.is_multiple_of(32) && out.len().is_multiple_of(32));
+    debug_assert!((start + out.len()) / 2 <= w.packed.len());
+    // SAFETY: the caller checked the CPU features through `Isa::available`.
+    unsafe {
+        match isa {
+            Isa::Avx512 => dequant512(w, start, out),
+            _ => dequant256(w, start, out),
+        }
+    }
+}
+
+#[inline(always)]
+fn nibbles(raw: __m128i) -> (__m128i, __m128i) {
+    // SAFETY-free SSE2 arithmetic; SSE2 is baseline on x86_64.
+    unsafe {
+        let mask = _mm_set1_epi8(0x0f);
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+        let lo = _mm_and_si128(raw, mask);
+        (_mm_unpacklo_epi8(hi, lo), _mm_unpackhi_epi8(hi, lo))
+    }
+}
+
+/// 16 packed bytes at flat element `e` (`e + 32 <= n`).
+#[inline(always)]
+fn load16(packed: &[u8], e: usize) -> __m128i {
+    let bytes = &packed[e / 2..e / 2 + 16];
+    // SAFETY: `bytes` has 16 readable bytes; unaligned load.
+    unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn lut512(code: &[f32; 16]) -> __m512 {
+    // SAFETY: 16 readable floats.
+    unsafe { _mm512_loadu_ps(code.as_ptr()) }
+}
+
+/// The 32 values of the chunk at `e`, unscaled: elements 0..16 and 16..32.
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn chunk512(packed: &[u8], e: usize, lut: __m512) -> (__m512, __m512) {
+    let (a, b) = nibbles(load16(packed, e));
+    (
+        _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(a), lut),
+        _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(b), lut),
+    )
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn dequant512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    let lut = lut512(w.quant_type.code());
+    let bs = w.blocksize.get();
+    for (c, o) in out.chunks_exact_mut(32).enumerate() {
+        let e = start + c * 32;
+        let s = _mm512_set1_ps(w.absmax[e / bs]);
+        let (va, vb) = chunk512(w.packed, e, lut);
+        // SAFETY: `o` has 32 writable floats.
+        unsafe {
+            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(va, s));
+            _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(vb, s));
+        }
+    }
+}
+
+/// 16-entry table look-up with AVX2: two 8-entry permutes, blended on bit 3.
+#[target_feature(enable = "avx2,fma")]
+fn lookup256(idx: __m256i, lo: __m256, hi: __m256) -> __m256 {
+    let a = _mm256_permutevar8x32_ps(lo, idx);
+    let b = _mm256_permutevar8x32_ps(hi, idx);
+    let sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+    _mm256_blendv_ps(a, b, sel)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn lut256(code: &[f32; 16]) -> (__m256, __m256) {
+    // SAFETY: 16 readable floats.
+    unsafe {
+        (
+            _mm256_loadu_ps(code.as_ptr()),
+            _mm256_loadu_ps(code.as_ptr().add(8)),
+        )
+    }
+}
+
+/// The 32 values of the chunk at `e`, unscaled, as four 8-lane vectors.
+#[target_feature(enable = "avx2,fma")]
+fn chunk256(packed: &[u8], e: usize, lo: __m256, hi: __m256) -> [__m256; 4] {
+    let (a, b) = nibbles(load16(packed, e));
+    [
+        lookup256(_mm256_cvtepu8_epi32(a), lo, hi),
+        lookup256(_mm256_cvtepu8_epi32(_mm_srli_si128(a, 8)), lo, hi),
+        lookup256(_mm256_cvtepu8_epi32(b), lo, hi),
+        lookup256(_mm256_cvtepu8_epi32(_mm_srli_si128(b, 8)), lo, hi),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dequant256(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    let (lo, hi) = lut256(w.quant_type.code());
+    let bs = w.blocksize.get();
+    for (c, o) in out.chunks_exact_mut(32).enumerate() {
+        let e = start + c * 32;
+        let s = _mm256_set1_ps(w.absmax[e / bs]);
+        let v = chunk256(w.packed, e, lo, hi);
+        for (q, vq) in v.iter().enumerate() {
+            // SAFETY: `o` has 32 writable floats.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * q), _mm256_mul_ps(*vq, s)) };
+        }
+    }
+}
+
+/// `y[j] = x · dequant(W[r0 + j])`, fused: codes are looked up in registers.
+pub(super) fn gemv_nf4(isa: Isa, w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mut [f32]) {
+    let cols = w.cols;
+    for (j, yj) in y.iter_mut().enumerate() {
+        let s = (r0 + j) * cols;
+        let head = ((32 - s % 32) % 32).min(cols);
+        let chunks = (cols - head) / 32;
+        let mut buf = [0f32; 32];
+        let mut acc = 0f32;
+        w.scalar_range(s, &mut buf[..head]);
+        for (a, b) in buf[..head].iter().zip(x) {
+            acc += a * b;
+        }
+        let body = head + chunks * 32;
+        // SAFETY: features checked by the caller through `Isa::available`.
+        acc += unsafe {
+            match isa {
+                Isa::Avx512 => dot_nf4_512(w, s + head, &x[head..body]),
+                _ => dot_nf4_256(w, s + head, &x[head..body]),
+            }
+        };
+        let tail = cols - body;
+        w.scalar_range(s + body, &mut buf[..tail]);
+        for (a, b) in buf[..tail].iter().zip(&x[body..]) {
+            acc += a * b;
+        }
+        *yj = acc;
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn dot_nf4_512(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
+    let lut = lut512(w.quant_type.code());
+    let bs = w.blocksize.get();
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut pairs = x.chunks_exact(64);
+    let mut e = start;
+    for xc in &mut pairs {
+        let (a0, b0) = chunk512(w.packed, e, lut);
+        let (a1, b1) = chunk512(w.packed, e + 32, lut);
+        // SAFETY: `xc` has 64 readable floats.
+        let (x0, x1, x2, x3) = unsafe {
+            let p = xc.as_ptr();
+            (
+                _mm512_loadu_ps(p),
+                _mm512_loadu_ps(p.add(16)),
+                _mm512_loadu_ps(p.add(32)),
+                _mm512_loadu_ps(p.add(48)),
+            )
+        };
+        let t0 = _mm512_fmadd_ps(b0, x1, _mm512_mul_ps(a0, x0));
+        let t1 = _mm512_fmadd_ps(b1, x3, _mm512_mul_ps(a1, x2));
+        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(w.absmax[e / bs]), acc0);
+        acc1 = _mm512_fmadd_ps(t1, _mm512_set1_ps(w.absmax[(e + 32) / bs]), acc1);
+        e += 64;
+    }
+    let xs = pairs.remainder();
+    if xs.len() == 32 {
+        let (a0, b0) = chunk512(w.packed, e, lut);
+        // SAFETY: the remainder holds 32 readable floats.
+        let (x0, x1) = unsafe {
+            (
+                _mm512_loadu_ps(xs.as_ptr()),
+                _mm512_loadu_ps(xs.as_ptr().add(16)),
+            )
+        };
+        let t0 = _mm512_fmadd_ps(b0, x1, _mm512_mul_ps(a0, x0));
+        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(w.absmax[e / bs]), acc0);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_nf4_256(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
+    let (lo, hi) = lut256(w.quant_type.code());
+    let bs = w.blocksize.get();
+    let mut acc = _mm256_setzero_ps();
+    for (c, xc) in x.chunks_exact(32).enumerate() {
+        let e = start + c * 32;
+        let v = chunk256(w.packed, e, lo, hi);
+        // SAFETY: `xc` has 32 readable floats.
+        let t = unsafe {
+            let p = xc.as_ptr();
+            let t = _mm256_mul_ps(v[0], _mm256_loadu_ps(p));
+            let t = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(p.add(8)), t);
+            let t = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(p.add(16)), t);
+            _mm256_fmadd_ps(v[3], _mm256_loadu_ps(p.add(24)), t)
+        };
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(w.absmax[e / bs]), acc);
+    }
+    hsum256(acc)
+}
+
+/// `y[j] = x · W[r0 + j]` for a plain f32 weight.
+pub(super) fn gemv_f32(isa: Isa, w: &[f32], cols: usize, x: &[f32], r0: usize, y: &mut [f32]) {
+    for (j, yj) in y.iter_mut().enumerate() {
+        let row = &w[(r0 + j) * cols..(r0 + j + 1) * cols];
+        // SAFETY: features checked by the caller through `Isa::available`.
+        *yj = unsafe {
+            match isa {
+                Isa::Avx512 => dot_f32_512(row, x),
+                _ => dot_f32_256(row, x),
+            }
+        };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn dot_f32_512(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let ca = a.chunks_exact(64);
+    let cb = b.chunks_exact(64);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (pa, pb) in ca.zip(cb) {
+        for (q, aq) in acc.iter_mut().enumerate() {
+            // SAFETY: 64 readable floats in each chunk.
+            unsafe {
+                let va = _mm512_loadu_ps(pa.as_ptr().add(16 * q));
+                let vb = _mm512_loadu_ps(pb.as_ptr().add(16 * q));
+                *aq = _mm512_fmadd_ps(va, vb, *aq);
+            }
+        }
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    let mut t = _mm512_reduce_add_ps(s);
+    for (x, y) in ra.iter().zip(rb) {
+        t += x * y;
+    }
+    t
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_256(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let ca = a.chunks_exact(32);
+    let cb = b.chunks_exact(32);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (pa, pb) in ca.zip(cb) {
+        for (q, aq) in acc.iter_mut().enumerate() {
+            // SAFETY: 32 readable floats in each chunk.
+            unsafe {
+                let va = _mm256_loadu_ps(pa.as_ptr().add(8 * q));
+                let vb = _mm256_loadu_ps(pb.as_ptr().add(8 * q));
+                *aq = _mm256_fmadd_ps(va, vb, *aq);
+            }
+        }
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut t = hsum256(s);
+    for (x, y) in ra.iter().zip(rb) {
+        t += x * y;
+    }
+    t
+}
+
+/// `out[i][c0 + j] += Σ_k x[i][k0 + k] · tile[k][j]` for all `m` rows.
+pub(super) fn tile_product(isa: Isa, ctx: &TileCtx<'_>, m: usize, out: &mut [f32]) {
+    debug_assert!(ctx.tile.len() >= KC * NC);
+    let mut i = 0;
+    // SAFETY: features checked by the caller through `Isa::available`.
+    unsafe {
+        match isa {
+            Isa::Avx512 => {
+                while i + 6 <= m {
+                    micro512::<6>(ctx, i, out);
+                    i += 6;
+                }
+                while i < m {
+                    micro512::<1>(ctx, i, out);
+                    i += 1;
+                }
+            }
+            _ => {
+                while i + 6 <= m {
+                    micro256::<6>(ctx, i, out);
+                    i += 6;
+                }
+                while i < m {
+                    micro256::<1>(ctx, i, out);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Adds `acc` (the full `NC` columns) to the first `nc` columns of `dst`.
+#[inline(always)]
+fn add_row(dst: &mut [f32], acc: &[f32; NC], nc: usize) {
+    for (d, a) in dst[..nc].iter_mut().zip(acc) {
+        *d += a;
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop)] // register-blocked: rows and vectors index accumulators
+fn micro512<const MR: usize>(ctx: &TileCtx<'_>, i0: usize, out: &mut [f32]) {
+    let mut acc = [[_mm512_setzero_ps(); 4]; MR];
+    let xs: [&[f32]; MR] = core::array::from_fn(|r| {
+        &ctx.x[(i0 + r) * ctx.cols + ctx.k0..(i0 + r) * ctx.cols + ctx.k0 + ctx.kc]
+    });
+    for k in 0..ctx.kc {
+        let t = &ctx.tile[k * NC..k * NC + NC];
+        // SAFETY: a tile row holds NC = 64 readable floats.
+        let wv: [__m512; 4] =
+            unsafe { core::array::from_fn(|v| _mm512_loadu_ps(t.as_ptr().add(16 * v))) };
+        for r in 0..MR {
+            let xb = _mm512_set1_ps(xs[r][k]);
+            for v in 0..4 {
+                acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        let mut row = [0f32; NC];
+        for (v, av) in ar.iter().enumerate() {
+            // SAFETY: `row` has NC = 64 writable floats.
+            unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), *av) };
+        }
+        let o = (i0 + r) * ctx.width + ctx.out_col0;
+        add_row(&mut out[o..o + ctx.nc], &row, ctx.nc);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // register-blocked: rows and vectors index accumulators
+fn micro256<const MR: usize>(ctx: &TileCtx<'_>, i0: usize, out: &mut [f32]) {
+    let xs: [&[f32]; MR] = core::array::from_fn(|r| {
+        &ctx.x[(i0 + r) * ctx.cols + ctx.k0..(i0 + r) * ctx.cols + ctx.k0 + ctx.kc]
+    });
+    let mut rows = [[0f32; NC]; MR];
+    for j0 in (0..NC).step_by(16) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for k in 0..ctx.kc {
+            let t = &ctx.tile[k * NC + j0..k * NC + j0 + 16];
+            // SAFETY: 16 readable floats.
+            let (w0, w1) = unsafe {
+                (
+                    _mm256_loadu_ps(t.as_ptr()),
+                    _mm256_loadu_ps(t.as_ptr().add(8)),
+                )
+            };
+            for r in 0..MR {
+                let xb = _mm256_set1_ps(xs[r][k]);
+                acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
+            }
+        }
+        for r in 0..MR {
+            // SAFETY: 16 writable floats at `j0`.
+            unsafe {
+                _mm256_storeu_ps(rows[r].as_mut_ptr().add(j0), acc[r][0]);
+                _mm256_storeu_ps(rows[r].as_mut_ptr().add(j0 + 8), acc[r][1]);
+            }
+        }
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let o = (i0 + r) * ctx.width + ctx.out_col0;
+        add_row(&mut out[o..o + ctx.nc], row, ctx.nc);
+    }
+}

@@ -1,0 +1,32 @@
+//! 4-bit NormalFloat (NF4) and FP4 quantization, bit-compatible with
+//! bitsandbytes, for QLoRA's frozen base weights.
+//!
+//! - [`codebook`]: the NF4 / FP4 code books and the validated [`BlockSize`].
+//! - [`blockwise`]: blockwise quantization (absmax per block, two codes per
+//!   byte, first element in the high nibble) producing the same bytes as
+//!   bitsandbytes 0.50.2 on CPU.
+//! - [`double_quant`]: double quantization of the block scales (mean offset,
+//!   blocks of 256, signed 8-bit dynamic map).
+//! - [`Quantized4bit`]: a weight with its full state; [`checkpoint`] reads and
+//!   writes it in the bnb-4bit safetensors layout of Hugging Face checkpoints.
+//! - [`kernels`]: dequantization to f32 / bf16 and the fused product
+//!   `y = x · dequant(W)ᵀ` (AVX-512 / AVX2 chosen at run time, scalar reference,
+//!   multi-threaded).
+//!
+//! Non-finite input is an error ([`Error::NonFinite`]); bitsandbytes would
+//! silently turn the whole block into NaN.
+
+pub mod blockwise;
+pub mod checkpoint;
+pub mod codebook;
+pub mod double_quant;
+pub mod dynamic_map;
+mod error;
+pub mod kernels;
+mod tensor;
+
+pub use codebook::{BlockSize, QuantType};
+pub use double_quant::NestedScales;
+pub use error::{Error, Result};
+pub use kernels::{Isa, Nf4Weight};
+pub use tensor::{QuantizeOptions, Quantized4bit, Scales, SourceDtype};
