@@ -1,0 +1,154 @@
+//! Property tests: every SIMD path agrees with the scalar reference, the
+//! fused product equals the product with the dequantized weight, and the
+//! round-trip error stays within the NF4 bound.
+
+use bioalign_quant::blockwise::{packed_len, quantize_4bit, quantize_4bit_into};
+use bioalign_quant::codebook::NF4;
+use bioalign_quant::kernels::{self, Isa, Nf4Weight};
+use bioalign_quant::{BlockSize, QuantType, QuantizeOptions, Quantized4bit, SourceDtype};
+use proptest::prelude::*;
+
+fn case() -> impl Strategy<Value = (usize, usize, usize, QuantType, Vec<f32>, usize)> {
+    (1usize..24, 1usize..300, 0usize..4, any::<bool>(), 1usize..8).prop_flat_map(
+        |(r, c, b, fp4, m)| {
+            let bs = [32, 64, 128, 256][b];
+            let qt = if fp4 { QuantType::Fp4 } else { QuantType::Nf4 };
+            (
+                Just(r),
+                Just(c),
+                Just(bs),
+                Just(qt),
+                prop::collection::vec(-4.0f32..4.0, r * c),
+                Just(m),
+            )
+        },
+    )
+}
+
+fn tolerance(x: &[f32], w: &[f32], cols: usize, i: usize, j: usize) -> f32 {
+    let s: f32 = (0..cols)
+        .map(|k| (x[i * cols + k] * w[j * cols + k]).abs())
+        .sum();
+    1e-5 * s + 1e-6
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn simd_agrees_with_scalar((rows, cols, bs, qt, data, m) in case()) {
+        let bs = BlockSize::new(bs).unwrap();
+        let (packed, absmax) = quantize_4bit(&data, bs, qt).unwrap();
+        let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, qt).unwrap();
+        let n = rows * cols;
+        let mut reference = vec![0f32; n];
+        kernels::dequantize_f32(&w, &mut reference, Isa::Scalar, 1).unwrap();
+        let x: Vec<f32> = (0..m * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let mut y_ref = vec![0f32; m * rows];
+        kernels::matmul_nt(&x, m, &w, &mut y_ref, Isa::Scalar, 1).unwrap();
+        for isa in Isa::all_available() {
+            let mut out = vec![0f32; n];
+            kernels::dequantize_f32(&w, &mut out, isa, 3).unwrap();
+            prop_assert!(out.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?} dequant");
+            let mut y = vec![0f32; m * rows];
+            kernels::matmul_nt(&x, m, &w, &mut y, isa, 3).unwrap();
+            let mut y32 = vec![0f32; m * rows];
+            kernels::matmul_nt_f32(&x, m, &reference, rows, cols, &mut y32, isa, 2).unwrap();
+            for i in 0..m {
+                for j in 0..rows {
+                    let t = tolerance(&x, &reference, cols, i, j);
+                    let (a, b, c) = (y[i * rows + j], y_ref[i * rows + j], y32[i * rows + j]);
+                    prop_assert!((a - b).abs() <= t, "{isa:?} fused y[{i}][{j}] {a} vs scalar {b}");
+                    prop_assert!((c - b).abs() <= t, "{isa:?} f32 y[{i}][{j}] {c} vs scalar {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantize_is_thread_invariant((_r, _c, bs, qt, data, t) in case()) {
+        let bs = BlockSize::new(bs).unwrap();
+        let (p1, a1) = quantize_4bit(&data, bs, qt).unwrap();
+        let mut p2 = vec![0u8; packed_len(data.len())];
+        let mut a2 = vec![0f32; bs.blocks(data.len())];
+        quantize_4bit_into(&data, bs, qt, &mut p2, &mut a2, t).unwrap();
+        prop_assert_eq!(p1, p2);
+        prop_assert_eq!(a1, a2);
+    }
+
+    #[test]
+    fn nf4_round_trip_error_within_bound((rows, cols, bs, _qt, data, _m) in case()) {
+        let opts = QuantizeOptions { blocksize: BlockSize::new(bs).unwrap(), double_quant: false, ..Default::default() };
+        let q = Quantized4bit::quantize(&data, &[rows, cols], SourceDtype::F32, opts).unwrap();
+        let back = q.dequantize_f32();
+        // Half the widest gap between neighbouring NF4 values, times the block absmax.
+        let half_gap = NF4.windows(2).map(|w| w[1] - w[0]).fold(0.0f32, f32::max) / 2.0;
+        for (blk, (x, y)) in data.chunks(bs).zip(back.chunks(bs)).enumerate() {
+            let am = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in x.iter().zip(y) {
+                prop_assert!((a - b).abs() <= half_gap * am * (1.0 + 1e-6) + 1e-30, "block {blk}: {a} -> {b}");
+            }
+        }
+        // Double quantization only perturbs the scales slightly.
+        let opts = QuantizeOptions { double_quant: true, ..opts };
+        let qd = Quantized4bit::quantize(&data, &[rows, cols], SourceDtype::F32, opts).unwrap();
+        let plain = q.absmax_f32();
+        let spread = plain.iter().fold(0.0f32, |m, v| m.max(*v)) - plain.iter().fold(f32::MAX, |m, v| m.min(*v));
+        for (a, b) in plain.iter().zip(qd.absmax_f32()) {
+            prop_assert!((a - b).abs() <= 0.02 * spread + 1e-6, "scale {a} -> {b}");
+        }
+    }
+}
+
+/// Several `64 × 256` tiles, a ragged last tile and a thread split.
+#[test]
+fn multi_tile_product_matches_scalar() -> Result<(), bioalign_quant::Error> {
+    let (rows, cols, m) = (150, 700, 9);
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
+        .collect();
+    let (packed, absmax) = quantize_4bit(&data, BlockSize::DEFAULT, QuantType::Nf4)?;
+    let w = Nf4Weight::new(
+        &packed,
+        &absmax,
+        rows,
+        cols,
+        BlockSize::DEFAULT,
+        QuantType::Nf4,
+    )?;
+    let mut deq = vec![0f32; rows * cols];
+    kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1)?;
+    let x: Vec<f32> = (0..m * cols)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
+        .collect();
+    let mut y_ref = vec![0f32; m * rows];
+    kernels::matmul_nt(&x, m, &w, &mut y_ref, Isa::Scalar, 1)?;
+    for isa in Isa::all_available() {
+        for threads in [1, 2, 3] {
+            let mut y = vec![0f32; m * rows];
+            kernels::matmul_nt(&x, m, &w, &mut y, isa, threads)?;
+            for i in 0..m {
+                for j in 0..rows {
+                    let t = tolerance(&x, &deq, cols, i, j);
+                    let (a, b) = (y[i * rows + j], y_ref[i * rows + j]);
+                    assert!(
+                        (a - b).abs() <= t,
+                        "{isa:?}/{threads}: y[{i}][{j}] {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn shape_errors_are_reported() {
+    let (packed, absmax) = quantize_4bit(&[0.5; 64], BlockSize::DEFAULT, QuantType::Nf4).unwrap();
+    assert!(Nf4Weight::new(&packed, &absmax, 2, 33, BlockSize::DEFAULT, QuantType::Nf4).is_err());
+    let w = Nf4Weight::new(&packed, &absmax, 2, 32, BlockSize::DEFAULT, QuantType::Nf4).unwrap();
+    let mut y = vec![0f32; 2];
+    assert!(kernels::matmul_nt(&[1.0; 31], 1, &w, &mut y, Isa::detect(), 1).is_err());
+    let mut out = vec![0f32; 63];
+    assert!(kernels::dequantize_f32(&w, &mut out, Isa::detect(), 1).is_err());
+}
