@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 
