@@ -102,8 +102,13 @@ fn reads_transformers_checkpoint_and_round_trips() -> TestResult {
     Ok(())
 }
 
+/// Key, dtype, shape and bytes of one stored tensor.
+type Raw = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+/// A way to corrupt a checkpoint.
+type Edit = Box<dyn Fn(&mut Vec<Raw>)>;
+
 /// Serializes `q`'s tensors after `edit` tampers with them.
-fn tampered(edit: impl Fn(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> Vec<u8> {
+fn tampered(edit: impl Fn(&mut Vec<Raw>)) -> Vec<u8> {
     let data: Vec<f32> = (0..64 * 40)
         .map(|i| ((i * 13 % 29) as f32 - 14.0) / 20.0)
         .collect();
@@ -137,10 +142,7 @@ fn corrupt_or_inconsistent_state_is_a_clear_error() {
     let st = SafeTensors::deserialize(&ok).expect("deserialize");
     assert!(read_quantized(&st, "w.weight").is_ok());
 
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)>,
-    )> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "missing tensor w.weight.nested_absmax",
             Box::new(|ts| ts.retain(|t| !t.0.ends_with("nested_absmax"))),
