@@ -157,6 +157,12 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// Bad input to a forward pass (ids outside the vocabulary, mismatched lengths).
+    #[error("model input: {message}")]
+    Input {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Result type of this crate.

@@ -6,9 +6,19 @@
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod model;
+pub mod pretrained;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};
+pub use pretrained::{Pretrained, load_pretrained};
+
+/// The CPU backend (burn-flex: gemm matmuls, SIMD, rayon).
+pub type Cpu = burn_flex::Flex;
+
+/// The CPU device.
+pub type CpuDevice = burn_flex::FlexDevice;
 
 /// Where `datasets/fetch.sh models` puts SmolLM2-135M-Instruct, relative to
 /// [`bioalign_io::data_dir`].

@@ -1,0 +1,229 @@
+//! The building blocks of the decoder, with fields named after Hugging Face's keys.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// A projection of a layer (`q_proj`, ..., `down_proj`). The seam where NF4 weights
+/// (bioalign-quant) and LoRA adapters plug in as further variants.
+#[derive(Module, Debug)]
+pub enum Projection<B: Backend> {
+    /// A dense f32 weight, stored `[in, out]` as burn's `Linear`.
+    Dense(Linear<B>),
+}
+
+impl<B: Backend> Projection<B> {
+    /// A dense projection from a Hugging Face `[out, in]` weight.
+    pub fn dense(weight_out_in: Tensor<B, 2>) -> Self {
+        Self::Dense(Linear {
+            weight: Param::from_tensor(weight_out_in.transpose()),
+            bias: None,
+        })
+    }
+
+    /// `[.., in] -> [.., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::Dense(l) => l.forward(x),
+        }
+    }
+
+    /// `(in, out)` features.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Dense(l) => {
+                let [i, o] = l.weight.val().dims();
+                (i, o)
+            }
+        }
+    }
+}
+
+/// Root-mean-square layer norm (Zhang & Sennrich 2019), as `LlamaRMSNorm`.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// `weight`, `[hidden]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// `rms_norm_eps`.
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// `[b, s, h] -> [b, s, h]`: `weight * x / sqrt(mean(x^2) + eps)`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let var = x.clone().square().mean_dim(2);
+        let x = x * var.add_scalar(self.eps).sqrt().recip();
+        x * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Grouped-query self-attention (`self_attn`).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `q_proj`: hidden -> heads * head_dim.
+    pub q_proj: Projection<B>,
+    /// `k_proj`: hidden -> kv_heads * head_dim.
+    pub k_proj: Projection<B>,
+    /// `v_proj`: hidden -> kv_heads * head_dim.
+    pub v_proj: Projection<B>,
+    /// `o_proj`: heads * head_dim -> hidden.
+    pub o_proj: Projection<B>,
+    /// Number of query heads.
+    #[module(skip)]
+    pub n_heads: usize,
+    /// Number of key/value heads.
+    #[module(skip)]
+    pub n_kv_heads: usize,
+    /// Size of a head.
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+/// Applies RoPE to the first `cos.dims()[3]` dimensions of `x` `[b, h, s, d]`.
+pub(crate) fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [b, h, s, d] = x.dims();
+    let rd = cos.dims()[3];
+    let half = rd / 2;
+    let (rot, pass) = if rd == d {
+        (x, None)
+    } else {
+        (x.clone().narrow(3, 0, rd), Some(x.narrow(3, rd, d - rd)))
+    };
+    let x1 = rot.clone().narrow(3, 0, half);
+    let x2 = rot.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let out = rot * cos + rotated * sin;
+    let out = match pass {
+        Some(p) => Tensor::cat(vec![out, p], 3),
+        None => out,
+    };
+    debug_assert_eq!(out.dims(), [b, h, s, d]);
+    out
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x` `[b, s, hidden]` at positions given by `cos`/`sin` `[1, 1, s, rotary_dim]`;
+    /// `bias` `[b, 1, s, t]` is added to the scores (0 or a large negative number);
+    /// `past` holds this layer's cached keys/values `[b, kv_heads, t - s, head_dim]`.
+    /// Returns the output `[b, s, hidden]` and the keys/values to cache `[b, kv_heads, t, head_dim]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        bias: Tensor<B, 4>,
+        past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
+        let [b, s, _] = x.dims();
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, s, nh, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
+        let q = apply_rope(q, cos.clone(), sin.clone());
+        let k = apply_rope(k, cos, sin);
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        let t = k.dims()[2];
+        let rep = nh / nkv;
+        let expand = |kv: Tensor<B, 4>| -> Tensor<B, 4> {
+            if rep == 1 {
+                kv
+            } else {
+                kv.unsqueeze_dim::<5>(2)
+                    .expand([b, nkv, rep, t, hd])
+                    .reshape([b, nh, t, hd])
+            }
+        };
+        let bias = bias.expand([b, nh, s, t]);
+        let out = attention(
+            q,
+            expand(k.clone()),
+            expand(v.clone()),
+            None,
+            Some(bias),
+            AttentionModuleOptions::default(),
+        );
+        let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
+        (self.o_proj.forward(out), (k, v))
+    }
+}
+
+/// SwiGLU feed-forward (`mlp`): `down_proj(silu(gate_proj(x)) * up_proj(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `gate_proj`: hidden -> intermediate.
+    pub gate_proj: Projection<B>,
+    /// `up_proj`: hidden -> intermediate.
+    pub up_proj: Projection<B>,
+    /// `down_proj`: intermediate -> hidden.
+    pub down_proj: Projection<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `[b, s, hidden] -> [b, s, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let g = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(g * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer (`model.layers.{i}`).
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// `self_attn`
+    pub self_attn: Attention<B>,
+    /// `mlp`
+    pub mlp: Mlp<B>,
+    /// `input_layernorm`
+    pub input_layernorm: RmsNorm<B>,
+    /// `post_attention_layernorm`
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// `x + attn(norm(x))`, then `+ mlp(norm(.))`; shapes as [`Attention::forward`].
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        bias: Tensor<B, 4>,
+        past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
+        let (a, kv) = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            bias,
+            past,
+        );
+        let x = x + a;
+        let m = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        (x + m, kv)
+    }
+}

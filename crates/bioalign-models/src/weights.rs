@@ -1,0 +1,372 @@
+//! Where weights come from: Hugging Face safetensors (single file or sharded, f32/f16/bf16,
+//! memory-mapped, read tensor by tensor) or GGUF (dequantized, llama.cpp names mapped to Hugging
+//! Face ones, Q/K rows un-permuted), and building a [`CausalLm`] from either.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::config::{Architecture, ModelConfig};
+use crate::error::{Error, Result, io_err};
+use crate::gguf::{GgufFile, reverse_qk_permutation};
+use crate::model::{
+    Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, Projection, RmsNorm, Rope,
+};
+
+/// A source of f32 weights by Hugging Face name.
+pub trait WeightSource {
+    /// The file or folder, for errors.
+    fn path(&self) -> &Path;
+    /// Whether tensor `name` exists.
+    fn contains(&self, name: &str) -> bool;
+    /// Tensor `name` as (shape, row-major f32 values), with the file it came from.
+    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>, PathBuf)>;
+}
+
+/// A Hugging Face checkpoint folder: `model.safetensors` or shards listed in
+/// `model.safetensors.index.json`, each memory-mapped.
+#[derive(Debug)]
+pub struct SafetensorsDir {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Mmap)>,
+    /// Tensor name -> index into `files`.
+    index: BTreeMap<String, usize>,
+}
+
+fn map_file(path: &Path) -> Result<Mmap> {
+    let f = File::open(path).map_err(io_err("open", path))?;
+    // SAFETY: read-only map of a checkpoint nobody modifies while we read it.
+    unsafe { Mmap::map(&f) }.map_err(io_err("map", path))
+}
+
+fn st_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl SafetensorsDir {
+    /// Opens `dir`'s safetensors files and indexes their tensors.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let index_path = dir.join("model.safetensors.index.json");
+        let names: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(io_err("read", &index_path))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| Error::Json {
+                    path: index_path.clone(),
+                    source,
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| st_err(&index_path, "no weight_map object"))?;
+            let mut files: Vec<String> = map
+                .values()
+                .map(|f| {
+                    f.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| st_err(&index_path, "weight_map value is not a string"))
+                })
+                .collect::<Result<_>>()?;
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            vec![dir.join("model.safetensors")]
+        };
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in names {
+            let mmap = map_file(&path)?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| st_err(&path, e))?;
+            for name in st.names() {
+                index.insert(name.to_string(), files.len());
+            }
+            files.push((path, mmap));
+        }
+        Ok(Self { dir, files, index })
+    }
+}
+
+fn to_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::Dtype {
+                path: path.to_path_buf(),
+                tensor: name.to_string(),
+                dtype: format!("{other:?}"),
+            });
+        }
+    })
+}
+
+impl WeightSource for SafetensorsDir {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>, PathBuf)> {
+        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.dir.clone(),
+            tensor: name.to_string(),
+        })?;
+        let (path, mmap) = &self.files[i];
+        let st = SafeTensors::deserialize(mmap).map_err(|e| st_err(path, e))?;
+        let view = st.tensor(name).map_err(|e| st_err(path, e))?;
+        let values = to_f32(path, name, view.dtype(), view.data())?;
+        Ok((view.shape().to_vec(), values, path.clone()))
+    }
+}
+
+/// A GGUF file seen through Hugging Face tensor names.
+#[derive(Debug)]
+pub struct GgufWeights<'a> {
+    file: &'a GgufFile,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl<'a> GgufWeights<'a> {
+    /// Wraps `file`; head counts are needed to undo the Q/K permutation.
+    pub fn new(file: &'a GgufFile, config: &ModelConfig) -> Self {
+        Self {
+            file,
+            n_heads: config.num_attention_heads,
+            n_kv_heads: config.n_kv_heads(),
+        }
+    }
+
+    /// The llama.cpp name of Hugging Face tensor `name`.
+    pub fn gguf_name(name: &str) -> Option<String> {
+        match name {
+            "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+            "model.norm.weight" => return Some("output_norm.weight".into()),
+            "lm_head.weight" => return Some("output.weight".into()),
+            _ => {}
+        }
+        let rest = name.strip_prefix("model.layers.")?;
+        let (i, key) = rest.split_once('.')?;
+        let i: usize = i.parse().ok()?;
+        let g = match key {
+            "self_attn.q_proj.weight" => "attn_q",
+            "self_attn.k_proj.weight" => "attn_k",
+            "self_attn.v_proj.weight" => "attn_v",
+            "self_attn.o_proj.weight" => "attn_output",
+            "self_attn.qkv_proj.weight" => "attn_qkv",
+            "mlp.gate_proj.weight" => "ffn_gate",
+            "mlp.up_proj.weight" => "ffn_up",
+            "mlp.down_proj.weight" => "ffn_down",
+            "mlp.gate_up_proj.weight" => "ffn_up",
+            "input_layernorm.weight" => "attn_norm",
+            "post_attention_layernorm.weight" => "ffn_norm",
+            _ => return None,
+        };
+        Some(format!("blk.{i}.{g}.weight"))
+    }
+}
+
+impl WeightSource for GgufWeights<'_> {
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        // Phi-3 GGUFs keep gate and up fused in `ffn_up`; only the fused name maps then.
+        if name.ends_with("mlp.up_proj.weight")
+            && self.file.tensor("blk.0.ffn_gate.weight").is_err()
+        {
+            return false;
+        }
+        Self::gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_ok())
+    }
+
+    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>, PathBuf)> {
+        let missing = || Error::MissingTensor {
+            path: self.file.path().to_path_buf(),
+            tensor: name.to_string(),
+        };
+        if !self.contains(name) {
+            return Err(missing());
+        }
+        let g = Self::gguf_name(name).ok_or_else(missing)?;
+        let info = self.file.tensor(&g)?;
+        let shape = info.shape();
+        let mut values = self.file.dequantize(&g)?;
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = values.len() / cols.max(1);
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.n_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.n_kv_heads)
+        } else {
+            None
+        };
+        if let Some(h) = heads {
+            if h == 0 || rows % (2 * h) != 0 {
+                return Err(Error::BadTensor {
+                    path: self.file.path().to_path_buf(),
+                    tensor: g,
+                    message: format!("{rows} rows cannot be {h} heads of rotary pairs"),
+                });
+            }
+            values = reverse_qk_permutation(&values, rows, cols, h);
+        }
+        Ok((shape, values, self.file.path().to_path_buf()))
+    }
+}
+
+fn fetch(src: &dyn WeightSource, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+    let (shape, values, path) = src.load(name)?;
+    if shape != expected {
+        return Err(Error::Shape {
+            path,
+            tensor: name.to_string(),
+            expected: expected.to_vec(),
+            found: shape,
+        });
+    }
+    Ok(values)
+}
+
+/// Rows `start..start + n` of a row-major `[_, cols]` matrix.
+fn rows(values: &[f32], cols: usize, start: usize, n: usize) -> Vec<f32> {
+    values[start * cols..(start + n) * cols].to_vec()
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Builds the decoder of `config` from `src` on `device`. Phi-3's fused `qkv_proj` and
+    /// `gate_up_proj` are split into `q/k/v_proj` and `gate/up_proj`. Every missing tensor or
+    /// wrong shape is an error naming tensor and file.
+    pub fn from_source(
+        config: &ModelConfig,
+        src: &dyn WeightSource,
+        device: &B::Device,
+    ) -> Result<Self> {
+        config.validate(&src.path().display().to_string())?;
+        let h = config.hidden_size;
+        let (nh, nkv, hd) = (
+            config.num_attention_heads,
+            config.n_kv_heads(),
+            config.head_dim(),
+        );
+        let inter = config.intermediate_size;
+        let t2 = |v: Vec<f32>, shape: [usize; 2]| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, shape), device)
+        };
+        let t1 = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
+        };
+        let dense = |name: &str, out: usize, inp: usize| -> Result<Projection<B>> {
+            Ok(Projection::dense(t2(
+                fetch(src, name, &[out, inp])?,
+                [out, inp],
+            )))
+        };
+        let norm = |name: &str| -> Result<RmsNorm<B>> {
+            Ok(RmsNorm {
+                weight: Param::from_tensor(t1(fetch(src, name, &[h])?)),
+                eps: config.rms_norm_eps,
+            })
+        };
+        let fused = config.architecture() == Architecture::Phi3;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let qkv_name = format!("{p}.self_attn.qkv_proj.weight");
+            let (q_proj, k_proj, v_proj) = if fused
+                && !src.contains(&format!("{p}.self_attn.q_proj.weight"))
+            {
+                let n = (nh + 2 * nkv) * hd;
+                let w = fetch(src, &qkv_name, &[n, h])?;
+                (
+                    Projection::dense(t2(rows(&w, h, 0, nh * hd), [nh * hd, h])),
+                    Projection::dense(t2(rows(&w, h, nh * hd, nkv * hd), [nkv * hd, h])),
+                    Projection::dense(t2(rows(&w, h, (nh + nkv) * hd, nkv * hd), [nkv * hd, h])),
+                )
+            } else {
+                (
+                    dense(&format!("{p}.self_attn.q_proj.weight"), nh * hd, h)?,
+                    dense(&format!("{p}.self_attn.k_proj.weight"), nkv * hd, h)?,
+                    dense(&format!("{p}.self_attn.v_proj.weight"), nkv * hd, h)?,
+                )
+            };
+            let (gate_proj, up_proj) =
+                if fused && !src.contains(&format!("{p}.mlp.gate_proj.weight")) {
+                    let w = fetch(
+                        src,
+                        &format!("{p}.mlp.gate_up_proj.weight"),
+                        &[2 * inter, h],
+                    )?;
+                    (
+                        Projection::dense(t2(rows(&w, h, 0, inter), [inter, h])),
+                        Projection::dense(t2(rows(&w, h, inter, inter), [inter, h])),
+                    )
+                } else {
+                    (
+                        dense(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
+                        dense(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
+                    )
+                };
+            layers.push(DecoderLayer {
+                self_attn: Attention {
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    o_proj: dense(&format!("{p}.self_attn.o_proj.weight"), h, nh * hd)?,
+                    n_heads: nh,
+                    n_kv_heads: nkv,
+                    head_dim: hd,
+                },
+                mlp: Mlp {
+                    gate_proj,
+                    up_proj,
+                    down_proj: dense(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
+                },
+                input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+                post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            });
+        }
+        let vocab = config.vocab_size;
+        let embed = fetch(src, "model.embed_tokens.weight", &[vocab, h])?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(dense("lm_head.weight", vocab, h)?)
+        };
+        Ok(Self {
+            model: DecoderModel {
+                embed_tokens: Param::from_tensor(t2(embed, [vocab, h])),
+                layers,
+                norm: norm("model.norm.weight")?,
+            },
+            lm_head,
+            rope: Rope::new(config),
+            config: config.clone(),
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Decoder parity with transformers on tiny random Llama / Mistral / Phi-3 checkpoints
+//! (fixtures from `scripts/fixtures/gen_tiny_models.py`, transformers 5.x eager attention,
+//! float32): logits and every hidden state at the real (unpadded) positions within 1e-4.
+
+mod common;
+
+use std::path::Path;
+
+use bioalign_models::model::Logits;
+use bioalign_models::{Cpu, CpuDevice, Result, load_pretrained};
+use safetensors::SafeTensors;
+
+struct Case {
+    ids: Vec<u32>,
+    mask: Vec<u32>,
+    shape: Vec<usize>,
+    logits: Vec<f32>,
+    hidden: Vec<Vec<f32>>,
+}
+
+fn floats(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    let v = st.tensor(name).unwrap();
+    v.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn ints(st: &SafeTensors<'_>, name: &str) -> (Vec<u32>, Vec<usize>) {
+    let v = st.tensor(name).unwrap();
+    let out = v
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    (out, v.shape().to_vec())
+}
+
+fn case(dir: &Path, batch: &str, n_layers: usize) -> Case {
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (ids, shape) = ints(&st, &format!("{batch}.input_ids"));
+    let (mask, _) = ints(&st, &format!("{batch}.attention_mask"));
+    Case {
+        ids,
+        mask,
+        shape,
+        logits: floats(&st, &format!("{batch}.logits")),
+        hidden: (0..=n_layers)
+            .map(|i| floats(&st, &format!("{batch}.hidden.{i}")))
+            .collect(),
+    }
+}
+
+/// Largest |a - b| over the real positions of `[b, s, d]` tensors.
+fn masked_diff(a: &[f32], b: &[f32], mask: &[u32], d: usize) -> f32 {
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), mask.len() * d);
+    let mut m = 0f32;
+    for (p, &real) in mask.iter().enumerate() {
+        if real == 1 {
+            for j in 0..d {
+                m = m.max((a[p * d + j] - b[p * d + j]).abs());
+            }
+        }
+    }
+    m
+}
+
+fn run(name: &str) -> Result<()> {
+    let dir = common::fixtures().join("tiny").join(name);
+    let device = CpuDevice::default();
+    let p = load_pretrained::<Cpu>(&dir, &device)?;
+    let model = p.model;
+    let n_layers = model.n_layers();
+    for batch in ["right", "left"] {
+        let c = case(&dir, batch, n_layers);
+        let out = model.forward(&c.ids, Some(&c.mask), c.shape[0], None, Logits::All, true)?;
+        let logits = out.logits.unwrap().into_data().to_vec::<f32>().unwrap();
+        let vocab = model.config.vocab_size;
+        let d = masked_diff(&logits, &c.logits, &c.mask, vocab);
+        println!("{name} {batch}: logits max diff {d:e}");
+        let hs = out.hidden_states.unwrap();
+        for (i, (h, want)) in hs.iter().zip(&c.hidden).enumerate() {
+            let h = h.clone().into_data().to_vec::<f32>().unwrap();
+            let d = masked_diff(&h, want, &c.mask, model.config.hidden_size);
+            println!("{name} {batch}: hidden {i} max diff {d:e}");
+        }
+        assert!(d <= 1e-4, "{name} {batch}: logits differ by {d}");
+        assert_eq!(hs.len(), n_layers + 1);
+        for (i, (h, want)) in hs.into_iter().zip(&c.hidden).enumerate() {
+            let h = h.into_data().to_vec::<f32>().unwrap();
+            let d = masked_diff(&h, want, &c.mask, model.config.hidden_size);
+            assert!(d <= 1e-4, "{name} {batch}: hidden state {i} differs by {d}");
+        }
+        assert!(
+            logits.iter().all(|x| x.is_finite()),
+            "{name} {batch}: non-finite logits at padding"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn tiny_llama_with_llama3_rope_matches_transformers() -> Result<()> {
+    run("llama")
+}
+
+#[test]
+fn tiny_mistral_with_sliding_window_matches_transformers() -> Result<()> {
+    run("mistral")
+}
+
+#[test]
+fn tiny_phi3_fused_sharded_longrope_matches_transformers() -> Result<()> {
+    run("phi3")
+}
+
+#[test]
+fn sliding_window_changes_mistral_logits() -> Result<()> {
+    // Guards the parity test above: without the window the 12-token batch must differ.
+    let dir = common::fixtures().join("tiny/mistral");
+    let device = CpuDevice::default();
+    let mut model = load_pretrained::<Cpu>(&dir, &device)?.model;
+    let c = case(&dir, "right", model.n_layers());
+    model.config.sliding_window = None;
+    let out = model.forward(&c.ids, Some(&c.mask), c.shape[0], None, Logits::All, false)?;
+    let logits = out.logits.unwrap().into_data().to_vec::<f32>().unwrap();
+    let d = masked_diff(&logits, &c.logits, &c.mask, model.config.vocab_size);
+    assert!(d > 1e-2, "window made no difference ({d})");
+    Ok(())
+}
+
+#[test]
+fn missing_and_misshapen_tensors_name_tensor_and_file() {
+    let src = common::fixtures().join("tiny/llama");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let device = CpuDevice::default();
+    // A config with one more layer than the file holds.
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = serde_json::json!(3);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let e = load_pretrained::<Cpu>(dir.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.layers.2.") && e.contains("missing tensor"),
+        "{e}"
+    );
+    // A config with a wider MLP than the file.
+    cfg["num_hidden_layers"] = serde_json::json!(2);
+    cfg["intermediate_size"] = serde_json::json!(81);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let e = load_pretrained::<Cpu>(dir.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mlp.") && e.contains("model.safetensors") && e.contains("81"),
+        "{e}"
+    );
+    // An unknown architecture.
+    cfg["model_type"] = serde_json::json!("gpt_neox");
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let e = load_pretrained::<Cpu>(dir.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gpt_neox") && e.contains("config.json"), "{e}");
+}
