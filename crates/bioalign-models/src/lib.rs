@@ -4,7 +4,9 @@
 //!   Q4_0, Q4_1, Q4_K and Q6_K tensors.
 
 pub mod config;
+pub mod embed;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod pretrained;

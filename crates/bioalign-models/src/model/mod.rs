@@ -151,6 +151,31 @@ impl<B: Backend> CausalLm<B> {
         logits: Logits,
         hidden_states: bool,
     ) -> Result<ForwardOutput<B>> {
+        self.forward_at(
+            ids,
+            attention_mask,
+            None,
+            batch,
+            cache,
+            logits,
+            hidden_states,
+        )
+    }
+
+    /// [`CausalLm::forward`] with explicit `positions` `[batch, s]` (transformers'
+    /// `position_ids`; generation with left padding counts them from each sequence's first
+    /// real token).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_at(
+        &self,
+        ids: &[u32],
+        attention_mask: Option<&[u32]>,
+        positions: Option<&[u32]>,
+        batch: usize,
+        cache: Option<&mut KvCache<B>>,
+        logits: Logits,
+        hidden_states: bool,
+    ) -> Result<ForwardOutput<B>> {
         let device = self.device();
         let vocab = self.config.vocab_size;
         if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
@@ -202,10 +227,27 @@ impl<B: Backend> CausalLm<B> {
         }
         let bias = attention_bias(&key_mask, batch, past, s, self.config.sliding_window);
         let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [batch, 1, s, t]), &device);
-        let (cos, sin) = self.rope.cos_sin(past, s);
         let rd = self.rope.rotary_dim;
-        let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, [1, 1, s, rd]), &device);
-        let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, [1, 1, s, rd]), &device);
+        let (cos, sin) = match positions {
+            Some(p) if p.len() == ids.len() => {
+                let (c, s_) = self.rope.cos_sin(p);
+                let c = Tensor::<B, 4>::from_data(TensorData::new(c, [batch, 1, s, rd]), &device);
+                let s_ = Tensor::<B, 4>::from_data(TensorData::new(s_, [batch, 1, s, rd]), &device);
+                (c, s_)
+            }
+            Some(p) => {
+                return Err(Error::Input {
+                    message: format!("{} positions for {} ids", p.len(), ids.len()),
+                });
+            }
+            None => {
+                let p: Vec<u32> = (past..past + s).map(|x| x as u32).collect();
+                let (c, s_) = self.rope.cos_sin(&p);
+                let c = Tensor::<B, 4>::from_data(TensorData::new(c, [1, 1, s, rd]), &device);
+                let s_ = Tensor::<B, 4>::from_data(TensorData::new(s_, [1, 1, s, rd]), &device);
+                (c, s_)
+            }
+        };
 
         let idx: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
         let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [batch, s]), &device);

@@ -92,17 +92,19 @@ impl Rope {
         }
     }
 
-    /// cos and sin, each `[len, rotary_dim]` row-major, for positions `start..start + len`
-    /// (`cat(freqs, freqs)` layout, as transformers builds them).
-    pub fn cos_sin(&self, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+    /// cos and sin, each `[positions.len(), rotary_dim]` row-major (`cat(freqs, freqs)`
+    /// layout, as transformers builds them). LongRoPE takes its long factors when the largest
+    /// position + 1 passes `original_max_position_embeddings`.
+    pub fn cos_sin(&self, positions: &[u32]) -> (Vec<f32>, Vec<f32>) {
+        let seq_len = positions.iter().max().map_or(0, |&m| m as usize + 1);
         let inv = match &self.long {
-            Some((long, original)) if start + len > *original => long,
+            Some((long, original)) if seq_len > *original => long,
             _ => &self.inv_freq,
         };
         let half = self.rotary_dim / 2;
-        let mut cos = Vec::with_capacity(len * self.rotary_dim);
-        let mut sin = Vec::with_capacity(len * self.rotary_dim);
-        for p in start..start + len {
+        let mut cos = Vec::with_capacity(positions.len() * self.rotary_dim);
+        let mut sin = Vec::with_capacity(positions.len() * self.rotary_dim);
+        for &p in positions {
             let row: Vec<f32> = inv.iter().map(|&f| p as f32 * f).collect();
             for _ in 0..2 {
                 cos.extend(row.iter().map(|a| a.cos() * self.scale));
