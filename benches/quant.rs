@@ -1,0 +1,116 @@
+//! bioalign-quant kernels on the layer shapes of SmolLM2-135M and Llama-3-8B,
+//! each beside the f32 operation of the same shape on the same backend.
+//!
+//! ```text
+//! cargo bench -p bioalign-benches --bench quant
+//! ```
+//! The side-by-side bitsandbytes / torch figures come from
+//! `scripts/bench/quant_bnb.py`; both are collected in docs/benchmarks-quant.md.
+
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bioalign_quant::blockwise::{packed_len, quantize_4bit, quantize_4bit_into};
+use bioalign_quant::kernels::{self, Isa, Nf4Weight};
+use bioalign_quant::{BlockSize, NestedScales, QuantType};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// `(label, out_features, in_features)`.
+const SHAPES: [(&str, usize, usize); 4] = [
+    ("smollm2_q_576x576", 576, 576),
+    ("smollm2_gate_1536x576", 1536, 576),
+    ("llama3_q_4096x4096", 4096, 4096),
+    ("llama3_gate_14336x4096", 14336, 4096),
+];
+
+fn weights(n: usize) -> Vec<f32> {
+    // Deterministic, roughly normal-looking values (sum of three uniforms).
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut u = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    (0..n).map(|_| (u() + u() + u()) * 0.04).collect()
+}
+
+fn config(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group("quant");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g
+}
+
+fn memcpy(c: &mut Criterion) {
+    let mut g = config(c);
+    let n = 64 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    g.throughput(Throughput::Bytes(2 * n as u64));
+    g.bench_function("memcpy_64MiB", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&src)));
+    });
+    g.finish();
+}
+
+fn dequantize_and_quantize(c: &mut Criterion) {
+    let isa = Isa::detect();
+    let mut g = config(c);
+    for (label, rows, cols) in SHAPES {
+        let n = rows * cols;
+        let w = weights(n);
+        let (packed, absmax) = quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
+        let nw = Nf4Weight::new(&packed, &absmax, rows, cols, BlockSize::DEFAULT, QuantType::Nf4).expect("weight");
+        let mut out = vec![0f32; n];
+        // Bytes moved: packed codes + scales read, f32 written.
+        g.throughput(Throughput::Bytes((packed.len() + 4 * absmax.len() + 4 * n) as u64));
+        g.bench_function(BenchmarkId::new("dequantize_f32", label), |b| {
+            b.iter(|| kernels::dequantize_f32(black_box(&nw), &mut out, isa, 0).expect("dequant"));
+        });
+        g.throughput(Throughput::Elements(n as u64));
+        let mut p = vec![0u8; packed_len(n)];
+        let mut a = vec![0f32; BlockSize::DEFAULT.blocks(n)];
+        g.bench_function(BenchmarkId::new("quantize_nf4_double", label), |b| {
+            b.iter(|| {
+                quantize_4bit_into(black_box(&w), BlockSize::DEFAULT, QuantType::Nf4, &mut p, &mut a, 0).expect("q");
+                black_box(NestedScales::compress(&a))
+            });
+        });
+    }
+    g.finish();
+}
+
+fn products(c: &mut Criterion) {
+    let isa = Isa::detect();
+    let mut g = config(c);
+    for (label, rows, cols) in SHAPES {
+        let n = rows * cols;
+        let w = weights(n);
+        let (packed, absmax) = quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
+        let nw = Nf4Weight::new(&packed, &absmax, rows, cols, BlockSize::DEFAULT, QuantType::Nf4).expect("weight");
+        for m in [1usize, 512] {
+            if m == 512 && rows > 4096 {
+                continue; // 60 GFLOP per call: too slow for a 2-core run.
+            }
+            let x = weights(m * cols);
+            let mut y = vec![0f32; m * rows];
+            g.throughput(Throughput::Elements((2 * m * n) as u64));
+            let name = if m == 1 { "gemv" } else { "gemm512" };
+            g.bench_function(BenchmarkId::new(format!("{name}_nf4_fused"), label), |b| {
+                b.iter(|| kernels::matmul_nt(black_box(&x), m, &nw, &mut y, isa, 0).expect("mm"));
+            });
+            g.bench_function(BenchmarkId::new(format!("{name}_f32"), label), |b| {
+                b.iter(|| kernels::matmul_nt_f32(black_box(&x), m, &w, rows, cols, &mut y, isa, 0).expect("mm"));
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, memcpy, dequantize_and_quantize, products);
+criterion_main!(benches);
