@@ -100,10 +100,18 @@ proptest! {
     }
 }
 
-/// Several `64 × 256` tiles, a ragged last tile and a thread split.
+/// Many `64 × 256` tiles, ragged last tiles, and (past 2^20 weights) a split
+/// over threads, for the row-dot (m = 1) and the tiled (m = 9) paths.
 #[test]
 fn multi_tile_product_matches_scalar() -> Result<(), bioalign_quant::Error> {
-    let (rows, cols, m) = (150, 700, 9);
+    for m in [1, 9] {
+        multi_tile(m)?;
+    }
+    Ok(())
+}
+
+fn multi_tile(m: usize) -> Result<(), bioalign_quant::Error> {
+    let (rows, cols) = (1100, 1000);
     let data: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
         .collect();

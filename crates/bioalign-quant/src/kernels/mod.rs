@@ -68,6 +68,26 @@ impl Isa {
     }
 }
 
+/// Runs `f(index, chunk)` over `out.chunks_mut(chunk)`: the first chunk on the
+/// calling thread, the others on scoped threads.
+pub(crate) fn par_chunks_mut<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let mut it = out.chunks_mut(chunk.max(1)).enumerate();
+    let Some((i0, first)) = it.next() else {
+        return;
+    };
+    std::thread::scope(|s| {
+        for (i, c) in it {
+            let f = &f;
+            s.spawn(move || f(i, c));
+        }
+        f(i0, first);
+    });
+}
+
 /// Threads to use: `requested` (0 = all cores), at most `work_items`.
 pub(crate) fn thread_count(requested: usize, work_items: usize) -> usize {
     let t = if requested == 0 {
@@ -161,11 +181,7 @@ pub fn dequantize_f32(w: &Nf4Weight<'_>, out: &mut [f32], isa: Isa, threads: usi
     }
     let isa = isa.checked();
     let chunk = parallel_chunk(n, threads);
-    std::thread::scope(|s| {
-        for (i, o) in out.chunks_mut(chunk).enumerate() {
-            s.spawn(move || w.dequant_range(isa, i * chunk, o));
-        }
-    });
+    par_chunks_mut(out, chunk, |i, o| w.dequant_range(isa, i * chunk, o));
     Ok(())
 }
 
@@ -183,18 +199,14 @@ pub fn dequantize_bf16(
     }
     let isa = isa.checked();
     let chunk = parallel_chunk(n, threads);
-    std::thread::scope(|s| {
-        for (i, o) in out.chunks_mut(chunk).enumerate() {
-            s.spawn(move || {
-                let mut buf = [0f32; 2048];
-                for (j, oc) in o.chunks_mut(buf.len()).enumerate() {
-                    let b = &mut buf[..oc.len()];
-                    w.dequant_range(isa, i * chunk + j * 2048, b);
-                    for (d, &v) in oc.iter_mut().zip(b.iter()) {
-                        *d = bf16::from_bits(f32_to_bf16_rne(v));
-                    }
-                }
-            });
+    par_chunks_mut(out, chunk, |i, o| {
+        let mut buf = [0f32; 2048];
+        for (j, oc) in o.chunks_mut(buf.len()).enumerate() {
+            let b = &mut buf[..oc.len()];
+            w.dequant_range(isa, i * chunk + j * 2048, b);
+            for (d, &v) in oc.iter_mut().zip(b.iter()) {
+                *d = bf16::from_bits(f32_to_bf16_rne(v));
+            }
         }
     });
     Ok(())
@@ -213,7 +225,7 @@ pub fn f32_to_bf16_rne(v: f32) -> u16 {
 
 /// Chunk length splitting `n` elements over threads, a multiple of 2048.
 fn parallel_chunk(n: usize, threads: usize) -> usize {
-    let t = thread_count(threads, n / (1 << 16) + 1);
+    let t = thread_count(threads, n / (1 << 18) + 1);
     n.div_ceil(t).div_ceil(2048).max(1) * 2048
 }
 
@@ -307,18 +319,18 @@ fn run_matmul(
         return;
     }
     if m < GEMV_MAX_M {
-        let t = thread_count(threads, rows / 16 + 1);
+        // One thread per 2^20 weights: below that, spawning costs more than it saves.
+        let t = thread_count(threads, rows * cols / (1 << 20) + 1);
         let per = rows.div_ceil(t);
         for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
-            std::thread::scope(|s| {
-                for (ti, yc) in yi.chunks_mut(per).enumerate() {
-                    s.spawn(move || gemv_rows(isa, src, xi, ti * per, yc));
-                }
-            });
+            par_chunks_mut(yi, per, |ti, yc| gemv_rows(isa, src, xi, ti * per, yc));
         }
         return;
     }
-    let t = thread_count(threads, rows.div_ceil(NC));
+    let t = thread_count(
+        threads,
+        rows.div_ceil(NC).min(m * rows * cols / (1 << 22) + 1),
+    );
     let per = rows.div_ceil(NC).div_ceil(t) * NC;
     let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..rows)
