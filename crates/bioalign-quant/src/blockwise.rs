@@ -263,7 +263,7 @@ pub fn dequantize_4bit_scalar(
     out: &mut [f32],
 ) {
     let code = quant_type.code();
-    let bs = blocksize.get();
+    let shift = blocksize.get().trailing_zeros();
     for (i, o) in out.iter_mut().enumerate() {
         let e = start + i;
         let byte = packed[e / 2];
@@ -272,7 +272,7 @@ pub fn dequantize_4bit_scalar(
         } else {
             byte & 0x0f
         };
-        *o = code[nib as usize] * absmax[e / bs];
+        *o = code[nib as usize] * absmax[e >> shift];
     }
 }
 

@@ -59,10 +59,10 @@ fn chunk512(packed: &[u8], e: usize, lut: __m512) -> (__m512, __m512) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn dequant512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     let lut = lut512(w.quant_type.code());
-    let bs = w.blocksize.get();
+    let shift = w.blocksize.get().trailing_zeros();
     for (c, o) in out.chunks_exact_mut(32).enumerate() {
         let e = start + c * 32;
-        let s = _mm512_set1_ps(w.absmax[e / bs]);
+        let s = _mm512_set1_ps(w.absmax[e >> shift]);
         let (va, vb) = chunk512(w.packed, e, lut);
         // SAFETY: `o` has 32 writable floats.
         unsafe {
@@ -107,10 +107,10 @@ fn chunk256(packed: &[u8], e: usize, lo: __m256, hi: __m256) -> [__m256; 4] {
 #[target_feature(enable = "avx2,fma")]
 fn dequant256(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     let (lo, hi) = lut256(w.quant_type.code());
-    let bs = w.blocksize.get();
+    let shift = w.blocksize.get().trailing_zeros();
     for (c, o) in out.chunks_exact_mut(32).enumerate() {
         let e = start + c * 32;
-        let s = _mm256_set1_ps(w.absmax[e / bs]);
+        let s = _mm256_set1_ps(w.absmax[e >> shift]);
         let v = chunk256(w.packed, e, lo, hi);
         for (q, vq) in v.iter().enumerate() {
             // SAFETY: `o` has 32 writable floats.
@@ -152,7 +152,7 @@ pub(super) fn gemv_nf4(isa: Isa, w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mu
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn dot_nf4_512(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
     let lut = lut512(w.quant_type.code());
-    let bs = w.blocksize.get();
+    let shift = w.blocksize.get().trailing_zeros();
     let mut acc0 = _mm512_setzero_ps();
     let mut acc1 = _mm512_setzero_ps();
     let mut pairs = x.chunks_exact(64);
@@ -172,8 +172,8 @@ fn dot_nf4_512(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
         };
         let t0 = _mm512_fmadd_ps(b0, x1, _mm512_mul_ps(a0, x0));
         let t1 = _mm512_fmadd_ps(b1, x3, _mm512_mul_ps(a1, x2));
-        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(w.absmax[e / bs]), acc0);
-        acc1 = _mm512_fmadd_ps(t1, _mm512_set1_ps(w.absmax[(e + 32) / bs]), acc1);
+        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(w.absmax[e >> shift]), acc0);
+        acc1 = _mm512_fmadd_ps(t1, _mm512_set1_ps(w.absmax[(e + 32) >> shift]), acc1);
         e += 64;
     }
     let xs = pairs.remainder();
@@ -187,7 +187,7 @@ fn dot_nf4_512(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
             )
         };
         let t0 = _mm512_fmadd_ps(b0, x1, _mm512_mul_ps(a0, x0));
-        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(w.absmax[e / bs]), acc0);
+        acc0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(w.absmax[e >> shift]), acc0);
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
 }
@@ -203,7 +203,7 @@ fn hsum256(v: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 fn dot_nf4_256(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
     let (lo, hi) = lut256(w.quant_type.code());
-    let bs = w.blocksize.get();
+    let shift = w.blocksize.get().trailing_zeros();
     let mut acc = _mm256_setzero_ps();
     for (c, xc) in x.chunks_exact(32).enumerate() {
         let e = start + c * 32;
@@ -216,7 +216,7 @@ fn dot_nf4_256(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
             let t = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(p.add(16)), t);
             _mm256_fmadd_ps(v[3], _mm256_loadu_ps(p.add(24)), t)
         };
-        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(w.absmax[e / bs]), acc);
+        acc = _mm256_fmadd_ps(t, _mm256_set1_ps(w.absmax[e >> shift]), acc);
     }
     hsum256(acc)
 }
