@@ -110,8 +110,13 @@ impl Splitter {
 }
 
 /// Quotes `s` for CSV output if it holds the delimiter, a quote or a line break.
+/// `delim` must be ASCII.
 pub(crate) fn write_field(out: &mut String, s: &str, delim: char) {
-    if s.contains([delim, '"', '\n', '\r']) {
+    let d = delim as u8;
+    let needs_quotes = delim.is_ascii()
+        && (memchr::memchr3(d, b'"', b'\n', s.as_bytes()).is_some()
+            || memchr::memchr(b'\r', s.as_bytes()).is_some());
+    if needs_quotes {
         out.push('"');
         for c in s.chars() {
             if c == '"' {

@@ -10,7 +10,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::error::{Error, Result};
 use crate::reader::{CtdReader, CtdRecord, ReadStats};
 
-/// A fast, non-cryptographic hasher for integer keys (multiply-rotate, as FxHash).
+/// A fast, non-cryptographic hasher for integer keys (multiply-rotate as FxHash,
+/// with a MurmurHash3-style finaliser).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FxHasher(u64);
 
@@ -31,14 +32,25 @@ impl Hasher for FxHasher {
     fn write_u32(&mut self, v: u32) {
         self.write_u64(v as u64);
     }
+    /// Mixes high bits into low ones: the table index uses the low bits, and
+    /// after a multiplication those depend only on the key's low bits (here the
+    /// disease index alone), which would pile pairs into few buckets.
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        let z = self.0 ^ (self.0 >> 33);
+        let z = z.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        z ^ (z >> 33)
     }
 }
 
 /// Hash builder for [`FxHasher`].
 pub type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// A hash set with [`FxHasher`].
+pub type FxHashSet<T> = std::collections::HashSet<T, FxBuild>;
+
+/// A hash map with [`FxHasher`].
+pub type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
 /// A set of `(gene, disease)` pairs packed as `gene << 32 | disease`.
 pub type PairSet = std::collections::HashSet<u64, FxBuild>;
@@ -52,7 +64,8 @@ pub fn pair_key(gene: u32, disease: u32) -> u64 {
 /// Interned names with dense `u32` indices in first-seen order.
 #[derive(Debug, Default, Clone)]
 pub struct Interner {
-    index: HashMap<String, u32>,
+    index: HashMap<String, u32, FxBuild>,
+    last: Option<u32>,
     names: Vec<String>,
     ids: Vec<Option<String>>,
 }
@@ -60,13 +73,21 @@ pub struct Interner {
 impl Interner {
     /// Index of `name`, adding it (with its external `id`) if new.
     pub fn intern(&mut self, name: &str, id: impl FnOnce() -> Option<String>) -> u32 {
+        // CTD files are sorted by gene: the previous name is the common hit.
+        if let Some(i) = self.last
+            && self.names[i as usize] == name
+        {
+            return i;
+        }
         if let Some(&i) = self.index.get(name) {
+            self.last = Some(i);
             return i;
         }
         let i = self.names.len() as u32;
         self.index.insert(name.to_string(), i);
         self.names.push(name.to_string());
         self.ids.push(id());
+        self.last = Some(i);
         i
     }
 

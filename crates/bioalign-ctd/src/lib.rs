@@ -13,6 +13,7 @@
 //! - [`template`]: sentence, Alpaca training and zero-shot templates, user templates.
 //! - [`output`]: Parquet and CSV files per split; readers for them and for the
 //!   reference's split files.
+//! - [`synth`]: deterministic synthetic files in the full CTD layout (benchmarks).
 //! - [`stats`], [`pipeline`], [`plots`]: statistics with the popularity-shortcut
 //!   ROC-AUC, the end-to-end builder and `dataset_card.json`, and the PNG plots.
 //!
@@ -34,6 +35,7 @@ pub mod reader;
 pub mod sampler;
 pub mod split;
 pub mod stats;
+pub mod synth;
 pub mod template;
 
 pub use dataset::{CleanStats, EvidenceFilter, Positives, collect_positives};

@@ -71,13 +71,19 @@ pub fn schema() -> Schema {
 }
 
 fn to_batch(rows: &[&Example]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-    let mut gene = StringBuilder::new();
-    let mut gene_id = Int64Builder::new();
-    let mut dis = StringBuilder::new();
-    let mut dis_id = StringBuilder::new();
-    let mut text = StringBuilder::new();
-    let mut pmids = ListBuilder::new(Int64Builder::new());
-    let mut label = Int64Builder::new();
+    let n = rows.len();
+    let bytes = |f: fn(&Example) -> usize| rows.iter().map(|e| f(e)).sum::<usize>();
+    let mut gene = StringBuilder::with_capacity(n, bytes(|e| e.gene_symbol.len()));
+    let mut gene_id = Int64Builder::with_capacity(n);
+    let mut dis = StringBuilder::with_capacity(n, bytes(|e| e.disease_name.len()));
+    let mut dis_id =
+        StringBuilder::with_capacity(n, bytes(|e| e.disease_id.as_ref().map_or(0, String::len)));
+    let mut text = StringBuilder::with_capacity(n, bytes(|e| e.text.len()));
+    let mut pmids = ListBuilder::with_capacity(
+        Int64Builder::with_capacity(bytes(|e| e.pubmed_ids.len())),
+        n,
+    );
+    let mut label = Int64Builder::with_capacity(n);
     for e in rows {
         gene.append_value(&e.gene_symbol);
         gene_id.append_option(e.gene_id.map(|v| v as i64));

@@ -318,8 +318,8 @@ pub fn build(
         .iter()
         .map(|e| (e.gene_symbol.as_str(), e.disease_name.as_str()))
         .collect();
-    let mut seen_g = std::collections::HashSet::new();
-    let mut seen_d = std::collections::HashSet::new();
+    let mut seen_g = crate::dataset::FxHashSet::default();
+    let mut seen_d = crate::dataset::FxHashSet::default();
     let pos_genes: Vec<&str> = positives
         .pairs
         .iter()

@@ -8,13 +8,14 @@
 //!   out (drawn with a seed, or given, e.g. the reference's `prep_metadata.json`);
 //!   test rows are those touching any held-out entity.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use crate::dataset::FxHashSet as HashSet;
 use crate::error::{Error, Result};
 
 /// Row indices of a train/test split, both in increasing order of the dataset.
@@ -179,7 +180,7 @@ pub fn entity_holdout_split(
             let present_g: HashSet<&str> = rows.iter().map(|r| r.0).collect();
             let present_d: HashSet<&str> = rows.iter().map(|r| r.1).collect();
             let mut out = HeldOut::default();
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             for g in &h.holdout_genes {
                 if !seen.insert(("g", g.as_str())) {
                     continue;

@@ -1,7 +1,9 @@
 //! Dataset statistics: length summaries, PubMed-ID counts, top entities, and the
 //! popularity-shortcut ROC-AUC (Mann-Whitney U with tie correction).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::dataset::FxHashMap as HashMap;
 
 use crate::output::Example;
 use crate::split::Split;
@@ -147,7 +149,7 @@ pub fn top_entities<'a>(
     key: impl Fn(&Example) -> &str,
     k: usize,
 ) -> Vec<Count> {
-    let mut m: HashMap<&str, usize> = HashMap::new();
+    let mut m: HashMap<&str, usize> = HashMap::default();
     for e in rows.filter(|e| e.label == 1) {
         *m.entry(key(e)).or_default() += 1;
     }
@@ -179,8 +181,8 @@ pub struct PopularityShortcut {
 
 /// Computes the popularity shortcut of `split` over `rows`.
 pub fn popularity_shortcut(rows: &[Example], split: &Split) -> PopularityShortcut {
-    let mut gd: HashMap<&str, usize> = HashMap::new();
-    let mut dd: HashMap<&str, usize> = HashMap::new();
+    let mut gd: HashMap<&str, usize> = HashMap::default();
+    let mut dd: HashMap<&str, usize> = HashMap::default();
     for &i in &split.train {
         let e = &rows[i];
         if e.label == 1 {
