@@ -24,6 +24,11 @@
 //! - `--compare`: a second embedding file of the same rows (for instance the
 //!   base model's); reports linear CKA between the two.
 //!
+//! - `--plots DIR` (build with `--features plots`): `projection.png` (t-SNE of
+//!   the projected rows coloured by label; beside the `--compare` model's when
+//!   given), `metrics.png` (estimates with their 95% intervals) and
+//!   `probe_confusion.png`.
+//!
 //! The report is written atomically (bioalign-io).
 
 use std::collections::{BTreeMap, HashMap};
@@ -79,6 +84,9 @@ struct Args {
     /// At most this many genes enter RSA (pairs grow quadratically).
     #[arg(long, default_value_t = 2000)]
     rsa_max_genes: usize,
+    /// Folder for PNG plots (needs the `plots` feature).
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Where to write the JSON report.
     #[arg(long)]
     out: PathBuf,
@@ -343,25 +351,29 @@ fn main() -> Result<()> {
         }
         None => (None, None),
     };
-    let cka = match &args.compare {
+    let compare = match &args.compare {
         Some(c) => {
             let other = as_2d(
                 read_embeddings(c, args.compare_tensor.as_deref())?,
                 "--compare",
             )?;
-            let other = if other.nrows() == x.nrows() {
-                other
-            } else {
-                bail!(
-                    "--compare has {} rows, embeddings {}",
-                    other.nrows(),
-                    x.nrows()
-                )
-            };
-            Some(linear_cka(x.view(), other.view())?)
+            ensure!(
+                other.nrows() == x.nrows(),
+                "--compare has {} rows, embeddings {}",
+                other.nrows(),
+                x.nrows()
+            );
+            Some(other)
         }
         None => None,
     };
+    let cka = compare
+        .as_ref()
+        .map(|other| linear_cka(x.view(), other.view()))
+        .transpose()?;
+    if let Some(dir) = &args.plots {
+        plots(dir, &suite, compare.as_ref(), &labels, &cfg)?;
+    }
 
     let report = Report {
         embeddings: args.embeddings.display().to_string(),
@@ -407,6 +419,76 @@ fn main() -> Result<()> {
         report.seconds
     );
     Ok(())
+}
+
+#[cfg(feature = "plots")]
+fn plots(
+    dir: &Path,
+    suite: &SuiteReport,
+    compare: Option<&Array2<f32>>,
+    labels: &[usize],
+    cfg: &SuiteConfig,
+) -> Result<()> {
+    use bioalign_metrics::plots::{Panel, confusion_bars, metric_bars, projection_scatter};
+    let m = suite.projection_rows;
+    let lp = &labels[..m];
+    let other = compare
+        .map(|o| bioalign_metrics::tsne(o.slice(ndarray::s![..m, ..]), &cfg.tsne))
+        .transpose()?
+        .map(|t| t.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>());
+    let mut panels = Vec::new();
+    if let Some(o) = &other {
+        panels.push(Panel {
+            name: "compare",
+            coords: o,
+            labels: lp,
+        });
+    }
+    panels.push(Panel {
+        name: "embeddings",
+        coords: &suite.tsne,
+        labels: lp,
+    });
+    projection_scatter(
+        &dir.join("projection.png"),
+        "t-SNE of the projected rows",
+        &panels,
+    )?;
+    let mut bars = Vec::new();
+    for (name, ci) in [
+        ("KG separation", suite.kg_separation_ci),
+        ("probe accuracy", suite.probe_accuracy_ci),
+        ("probe ROC-AUC", suite.probe_roc_auc_ci),
+        ("t-SNE silhouette", suite.silhouette_tsne_ci),
+    ] {
+        if let Some(ci) = ci {
+            bars.push((name.to_string(), ci));
+        }
+    }
+    if !bars.is_empty() {
+        metric_bars(
+            &dir.join("metrics.png"),
+            "Estimates with 95% bootstrap intervals",
+            &bars,
+        )?;
+    }
+    confusion_bars(
+        &dir.join("probe_confusion.png"),
+        "Probe confusion matrix (test rows)",
+        &suite.probe_confusion,
+    )?;
+    Ok(())
+}
+
+#[cfg(not(feature = "plots"))]
+fn plots(
+    _: &Path,
+    _: &SuiteReport,
+    _: Option<&Array2<f32>>,
+    _: &[usize],
+    _: &SuiteConfig,
+) -> Result<()> {
+    bail!("--plots needs the example built with `--features plots`")
 }
 
 fn kg_alignment(

@@ -132,6 +132,10 @@ pub enum Error {
         /// The first failure's message.
         first: String,
     },
+    /// Drawing or writing a plot failed.
+    #[cfg(feature = "plots")]
+    #[error(transparent)]
+    Plot(#[from] bioalign_plot::Error),
     /// A `.npy` file could not be read.
     #[error("{path}: {reason}")]
     Npy {

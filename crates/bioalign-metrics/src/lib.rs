@@ -23,6 +23,9 @@
 //! rows where cosines are needed, length mismatches, one class only, too few
 //! rows) is an [`Error`], never a panic.
 //!
+//! With the `plots` feature, [`plots`] draws the projections, metric bars and
+//! confusion matrices as PNG (through `bioalign-plot`).
+//!
 //! The crate depends on ndarray and linfa only (no burn), so other projects
 //! can import it cheaply.
 //!
@@ -40,6 +43,8 @@ mod check;
 pub mod classification;
 pub mod error;
 pub mod npy;
+#[cfg(feature = "plots")]
+pub mod plots;
 pub mod probe;
 pub mod projection;
 pub mod separation;

@@ -16,7 +16,7 @@ use crate::projection::{TsneConfig, pca, tsne};
 use crate::separation::{KgSeparation, kg_separation};
 use crate::silhouette::{Silhouette, euclidean_distances, silhouette_both, silhouette_of_rows};
 use crate::stats::{BootstrapConfig, ConfidenceInterval, bootstrap_ci, bootstrap_ci_stratified};
-use crate::{accuracy, roc_auc};
+use crate::{ConfusionMatrix, accuracy, confusion_matrix, roc_auc};
 
 /// What [`evaluate`] computes and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +114,8 @@ pub struct SuiteReport {
     pub kg_separation_signed_ci: Option<ConfidenceInterval>,
     /// The probe on the reference split.
     pub probe: ProbeSummary,
+    /// Confusion matrix of the probe on the test rows.
+    pub probe_confusion: ConfusionMatrix,
     /// Interval of the probe accuracy (bootstrap over test rows).
     pub probe_accuracy_ci: Option<ConfidenceInterval>,
     /// Interval of the probe ROC-AUC (bootstrap over test rows).
@@ -277,7 +279,7 @@ pub fn evaluate(
     });
     let projection = projection?;
     let (kg_ci, probe_part, silhouette) = rest?;
-    let (probe, probe_accuracy_ci, probe_roc_auc_ci, probe_cv) = probe_part;
+    let (probe, probe_confusion, probe_accuracy_ci, probe_roc_auc_ci, probe_cv) = probe_part;
     Ok(SuiteReport {
         n_rows: x.nrows(),
         dim: x.ncols(),
@@ -287,6 +289,7 @@ pub fn evaluate(
         kg_separation_ci: kg_ci.map(|c| c[0]),
         kg_separation_signed_ci: kg_ci.map(|c| c[1]),
         probe,
+        probe_confusion,
         probe_accuracy_ci,
         probe_roc_auc_ci,
         probe_cv,
@@ -302,6 +305,7 @@ pub fn evaluate(
 
 type ProbePart = (
     ProbeSummary,
+    ConfusionMatrix,
     Option<ConfidenceInterval>,
     Option<ConfidenceInterval>,
     Option<CrossValidation>,
@@ -355,7 +359,8 @@ fn main_part(
         n_train: p.n_train,
         n_test: p.test_indices.len(),
     };
-    Ok((kg_ci, (summary, acc_ci, auc_ci, cv), silhouette))
+    let confusion = confusion_matrix(&y, &p.predictions)?;
+    Ok((kg_ci, (summary, confusion, acc_ci, auc_ci, cv), silhouette))
 }
 
 /// Measures of one layer (see [`layer_profile`]).

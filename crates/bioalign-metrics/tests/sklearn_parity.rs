@@ -189,6 +189,10 @@ fn probe_is_within_one_test_row_of_sklearn() -> TestResult {
             r.accuracy
         );
         let want_auc = f(&c.v["probe_roc_auc"]);
+        println!(
+            "{name}: probe accuracy {:.6} vs sklearn {want:.6}, ROC-AUC {:.6} vs {want_auc:.6}",
+            r.accuracy, r.roc_auc
+        );
         assert!(
             (r.roc_auc - want_auc).abs() < 0.02,
             "{name}: AUC {} vs {want_auc}",
