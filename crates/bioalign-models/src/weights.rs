@@ -282,10 +282,12 @@ impl<B: Backend> CausalLm<B> {
             Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
         };
         let dense = |name: &str, out: usize, inp: usize| -> Result<Projection<B>> {
-            Ok(Projection::dense(t2(
-                fetch(src, name, &[out, inp])?,
-                [out, inp],
-            )))
+            Ok(Projection::dense(
+                &fetch(src, name, &[out, inp])?,
+                out,
+                inp,
+                device,
+            ))
         };
         let norm = |name: &str| -> Result<RmsNorm<B>> {
             Ok(RmsNorm {
@@ -304,9 +306,9 @@ impl<B: Backend> CausalLm<B> {
                 let n = (nh + 2 * nkv) * hd;
                 let w = fetch(src, &qkv_name, &[n, h])?;
                 (
-                    Projection::dense(t2(rows(&w, h, 0, nh * hd), [nh * hd, h])),
-                    Projection::dense(t2(rows(&w, h, nh * hd, nkv * hd), [nkv * hd, h])),
-                    Projection::dense(t2(rows(&w, h, (nh + nkv) * hd, nkv * hd), [nkv * hd, h])),
+                    Projection::dense(&rows(&w, h, 0, nh * hd), nh * hd, h, device),
+                    Projection::dense(&rows(&w, h, nh * hd, nkv * hd), nkv * hd, h, device),
+                    Projection::dense(&rows(&w, h, (nh + nkv) * hd, nkv * hd), nkv * hd, h, device),
                 )
             } else {
                 (
@@ -323,8 +325,8 @@ impl<B: Backend> CausalLm<B> {
                         &[2 * inter, h],
                     )?;
                     (
-                        Projection::dense(t2(rows(&w, h, 0, inter), [inter, h])),
-                        Projection::dense(t2(rows(&w, h, inter, inter), [inter, h])),
+                        Projection::dense(&rows(&w, h, 0, inter), inter, h, device),
+                        Projection::dense(&rows(&w, h, inter, inter), inter, h, device),
                     )
                 } else {
                     (

@@ -173,3 +173,83 @@ fn missing_and_misshapen_tensors_name_tensor_and_file() {
         .to_string();
     assert!(e.contains("gpt_neox") && e.contains("config.json"), "{e}");
 }
+
+#[test]
+fn kv_cache_steps_equal_one_full_pass() -> Result<()> {
+    // Mistral: the sliding window (4) must also hold across cached steps.
+    let dir = common::fixtures().join("tiny/mistral");
+    let device = CpuDevice::default();
+    let model = load_pretrained::<Cpu>(&dir, &device)?.model;
+    let ids: Vec<u32> = vec![5, 17, 33, 8, 61, 42, 9, 70, 11, 3];
+    let full = model.forward(&ids, None, 1, None, Logits::All, false)?;
+    let full = full.logits.unwrap().into_data().to_vec::<f32>().unwrap();
+    let vocab = model.config.vocab_size;
+    let mut cache = bioalign_models::model::KvCache::new(model.n_layers(), 1);
+    let first = model.forward(&ids[..6], None, 1, Some(&mut cache), Logits::Last, false)?;
+    let mut steps = vec![first.logits.unwrap().into_data().to_vec::<f32>().unwrap()];
+    for &t in &ids[6..] {
+        let o = model.forward(&[t], None, 1, Some(&mut cache), Logits::Last, false)?;
+        steps.push(o.logits.unwrap().into_data().to_vec::<f32>().unwrap());
+    }
+    assert_eq!(cache.len(), ids.len());
+    for (k, got) in steps.iter().enumerate() {
+        let pos = 5 + k;
+        let d = common::max_abs_diff(got, &full[pos * vocab..(pos + 1) * vocab]);
+        assert!(d <= 1e-5, "position {pos}: cached logits differ by {d}");
+    }
+    Ok(())
+}
+
+#[test]
+fn pooling_ignores_padding_unless_asked() -> Result<()> {
+    use bioalign_models::embed::{Layers, Pooling};
+    use bioalign_models::tokenizer::{PaddingSide, pad_batch};
+    let dir = common::fixtures().join("tiny/llama");
+    let device = CpuDevice::default();
+    let model = load_pretrained::<Cpu>(&dir, &device)?.model;
+    let seqs = vec![vec![4u32, 9, 15, 16, 23, 42], vec![7u32, 8, 9]];
+    let h = model.config.hidden_size;
+    for side in [PaddingSide::Right, PaddingSide::Left] {
+        let batch = pad_batch(&seqs, 0, side);
+        let mean = model.embed(&batch, Pooling::Mean, Layers::All, true)?;
+        let last = model.embed(&batch, Pooling::Last, Layers::Last, false)?;
+        let padded = model.embed(&batch, Pooling::MeanPadded, Layers::Last, false)?;
+        assert_eq!(mean.layers.len(), model.n_layers() + 1);
+        let vocab = model.config.vocab_size;
+        // The short sequence alone, unpadded.
+        let alone = pad_batch(&seqs[1..], 0, side);
+        let m1 = model.embed(&alone, Pooling::Mean, Layers::All, true)?;
+        let l1 = model.embed(&alone, Pooling::Last, Layers::Last, false)?;
+        let p1 = model.embed(&alone, Pooling::MeanPadded, Layers::Last, false)?;
+        let tol = if side == PaddingSide::Right {
+            1e-5
+        } else {
+            f32::INFINITY
+        };
+        // Right padding leaves the real positions' states untouched; left padding shifts
+        // their (default, transformers-style) positions, so only check it runs.
+        let d = common::max_abs_diff(
+            &mean.layers.last().unwrap()[h..],
+            &m1.layers.last().unwrap()[..],
+        );
+        assert!(
+            d <= tol,
+            "{side:?}: mean over real tokens changed by padding ({d})"
+        );
+        let d = common::max_abs_diff(&last.layers[0][h..], &l1.layers[0]);
+        assert!(
+            d <= tol,
+            "{side:?}: last-token state changed by padding ({d})"
+        );
+        let ln = mean.next_token_logits.unwrap();
+        let d = common::max_abs_diff(&ln[vocab..], &m1.next_token_logits.unwrap());
+        assert!(
+            d <= tol,
+            "{side:?}: next-token logits changed by padding ({d})"
+        );
+        // The reference's padded mean does change with padding.
+        let d = common::max_abs_diff(&padded.layers[0][h..], &p1.layers[0]);
+        assert!(d > 1e-3, "{side:?}: padded mean ignored the padding ({d})");
+    }
+    Ok(())
+}

@@ -17,10 +17,19 @@ pub enum Projection<B: Backend> {
 }
 
 impl<B: Backend> Projection<B> {
-    /// A dense projection from a Hugging Face `[out, in]` weight.
-    pub fn dense(weight_out_in: Tensor<B, 2>) -> Self {
+    /// A dense projection from a Hugging Face `[out, in]` weight (row-major values), stored
+    /// contiguously as `[in, out]`.
+    pub fn dense(weight_out_in: &[f32], out: usize, inp: usize, device: &B::Device) -> Self {
+        assert_eq!(weight_out_in.len(), out * inp, "weight size");
+        let mut t = vec![0f32; out * inp];
+        for (o, row) in weight_out_in.chunks_exact(inp).enumerate() {
+            for (i, &w) in row.iter().enumerate() {
+                t[i * out + o] = w;
+            }
+        }
+        let w = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(t, [inp, out]), device);
         Self::Dense(Linear {
-            weight: Param::from_tensor(weight_out_in.transpose()),
+            weight: Param::from_tensor(w),
             bias: None,
         })
     }
