@@ -187,6 +187,28 @@ fn smollm2_tensors_match_transformers() -> Result<()> {
         &std::fs::read_to_string(fixtures().join("smollm2_weights.json")).unwrap(),
     )
     .unwrap();
+    // Config from the GGUF metadata (values as transformers' config for this file).
+    let cfg = bioalign_models::config::ModelConfig::from_gguf(&f)?;
+    assert_eq!(
+        (
+            cfg.vocab_size,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_hidden_layers
+        ),
+        (49152, 576, 1536, 30)
+    );
+    assert_eq!(
+        (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim()),
+        (9, 3, 64)
+    );
+    assert_eq!(cfg.rope_theta(), 100000.0);
+    assert!((cfg.rms_norm_eps - 1e-5).abs() < 1e-12);
+    assert!(cfg.tie_word_embeddings, "no output.weight: tied");
+    assert_eq!(
+        (cfg.bos_token_id, cfg.eos_ids(), cfg.pad_token_id),
+        (Some(1), vec![2], Some(2))
+    );
     let n_head = f.get_u64("llama.attention.head_count")? as usize;
     let n_kv = f.get_u64("llama.attention.head_count_kv")? as usize;
     for (name, want) in &fixture.tensors {
