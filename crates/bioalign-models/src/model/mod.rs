@@ -289,7 +289,14 @@ impl<B: Backend> CausalLm<B> {
         match &self.lm_head {
             Some(p) => p.forward(x),
             None => {
-                burn::tensor::module::linear(x, self.model.embed_tokens.val().transpose(), None)
+                // A 2-D matmul against the transposed view: burn's `linear` would reshape the
+                // view and copy the whole embedding matrix on every call.
+                let [b, s, h] = x.dims();
+                let w = self.model.embed_tokens.val();
+                let vocab = w.dims()[0];
+                x.reshape([b * s, h])
+                    .matmul(w.transpose())
+                    .reshape([b, s, vocab])
             }
         }
     }
