@@ -173,6 +173,9 @@ impl<'a> Nf4Weight<'a> {
     }
 }
 
+/// Elements from which [`dequantize_f32`] uses non-temporal stores.
+const STREAM_MIN: usize = 1 << 20;
+
 /// Dequantizes the whole weight into `out` (`rows × cols` f32).
 pub fn dequantize_f32(w: &Nf4Weight<'_>, out: &mut [f32], isa: Isa, threads: usize) -> Result<()> {
     let n = w.rows * w.cols;
@@ -181,7 +184,15 @@ pub fn dequantize_f32(w: &Nf4Weight<'_>, out: &mut [f32], isa: Isa, threads: usi
     }
     let isa = isa.checked();
     let chunk = parallel_chunk(n, threads);
-    par_chunks_mut(out, chunk, |i, o| w.dequant_range(isa, i * chunk, o));
+    par_chunks_mut(out, chunk, |i, o| {
+        // Outputs past the caches: stream the stores (same values).
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 && n >= STREAM_MIN {
+            x86::dequant_stream(w, i * chunk, o);
+            return;
+        }
+        w.dequant_range(isa, i * chunk, o)
+    });
     Ok(())
 }
 

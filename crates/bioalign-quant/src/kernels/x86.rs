@@ -389,3 +389,54 @@ fn micro256<const MR: usize>(ctx: &TileCtx<'_>, i0: usize, out: &mut [f32]) {
         add_row(&mut out[o..o + ctx.nc], row, ctx.nc);
     }
 }
+
+/// Dequantizes `out.len()` elements from flat element `start` with
+/// non-temporal 64-byte stores (no read-for-ownership of the destination),
+/// for outputs much larger than the caches. Same values as [`dequant_chunks`].
+pub(super) fn dequant_stream(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    // Elements before the first 64-byte aligned address (a multiple of 4
+    // elements since allocations are 16-byte aligned, so the start stays even).
+    let addr = out.as_ptr() as usize;
+    let head = (((64 - addr % 64) % 64) / 4).min(out.len());
+    if addr % 4 != 0 || (start + head) % 2 != 0 {
+        w.scalar_range(start, out);
+        return;
+    }
+    w.scalar_range(start, &mut out[..head]);
+    let body = (out.len() - head) / 16 * 16;
+    // SAFETY: AVX-512 was detected by the caller; `out[head..head + body]` is 64-byte aligned.
+    unsafe { stream512(w, start + head, &mut out[head..head + body]) };
+    w.scalar_range(start + head + body, &mut out[head + body..]);
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn stream512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    let lut = lut512(w.quant_type.code());
+    let shift = w.blocksize.get().trailing_zeros();
+    let bs = w.blocksize.get();
+    let mask4 = _mm_set1_epi8(0x0f);
+    for (c, o) in out.chunks_exact_mut(16).enumerate() {
+        let e = start + c * 16;
+        let bytes = &w.packed[e / 2..e / 2 + 8];
+        // SAFETY: 8 readable bytes.
+        let raw = unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) };
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask4);
+        let lo = _mm_and_si128(raw, mask4);
+        let idx = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo));
+        let b0 = e >> shift;
+        let s0 = _mm512_set1_ps(w.absmax[b0]);
+        // Blocks hold at least 32 elements: at most one boundary in 16 lanes.
+        let boundary = ((b0 + 1) << shift) - e;
+        let scale = if boundary < 16 {
+            let s1 = _mm512_set1_ps(w.absmax[b0 + 1]);
+            _mm512_mask_blend_ps((0xffffu32 << boundary) as u16, s0, s1)
+        } else {
+            s0
+        };
+        debug_assert!(bs >= 32);
+        let v = _mm512_mul_ps(_mm512_permutexvar_ps(idx, lut), scale);
+        // SAFETY: `o` is 16 floats at a 64-byte aligned address.
+        unsafe { _mm512_stream_ps(o.as_mut_ptr(), v) };
+    }
+    _mm_sfence();
+}
