@@ -398,7 +398,7 @@ pub(super) fn dequant_stream(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     // elements since allocations are 16-byte aligned, so the start stays even).
     let addr = out.as_ptr() as usize;
     let head = (((64 - addr % 64) % 64) / 4).min(out.len());
-    if addr % 4 != 0 || (start + head) % 2 != 0 {
+    if !addr.is_multiple_of(4) || !(start + head).is_multiple_of(2) {
         w.scalar_range(start, out);
         return;
     }
