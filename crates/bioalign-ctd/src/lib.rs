@@ -31,6 +31,7 @@ mod error;
 pub mod output;
 pub mod pipeline;
 pub mod plots;
+mod prefetch;
 pub mod reader;
 pub mod sampler;
 pub mod split;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::csvline::{SplitError, Splitter};
 use crate::error::{Error, Result};
+use crate::prefetch::Prefetch;
 
 /// What to do with a row that cannot be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -157,94 +158,6 @@ impl<R: Read> Read for Tap<R> {
                 h.update(&buf[..n]);
             }
         }
-        Ok(n)
-    }
-}
-
-/// Runs a reader (the gzip decoder) on its own thread, handing over 1 MiB
-/// chunks through a bounded channel, so decompression overlaps parsing. Memory
-/// stays bounded: at most `PREFETCH_CHUNKS + 2` chunks exist at once.
-struct Prefetch {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-    eof: bool,
-}
-
-const PREFETCH_CHUNKS: usize = 4;
-
-impl Prefetch {
-    fn spawn<R: Read + Send + 'static>(mut inner: R) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
-        std::thread::spawn(move || {
-            loop {
-                let mut buf = vec![0u8; BUF_BYTES];
-                let mut filled = 0;
-                let res = loop {
-                    match inner.read(&mut buf[filled..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(n) => {
-                            filled += n;
-                            if filled == buf.len() {
-                                break Ok(());
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                buf.truncate(filled);
-                let at_end = filled == 0;
-                if filled > 0 && tx.send(Ok(buf)).is_err() {
-                    return; // the reader was dropped
-                }
-                if let Err(e) = res {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-                if at_end {
-                    let _ = tx.send(Ok(Vec::new()));
-                    return;
-                }
-            }
-        });
-        Self {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            eof: false,
-        }
-    }
-}
-
-impl Read for Prefetch {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            if self.eof {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.eof = chunk.is_empty();
-                    self.cur = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => {
-                    self.eof = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.eof = true;
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "decoder thread stopped",
-                    ));
-                }
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
         Ok(n)
     }
 }
