@@ -459,7 +459,7 @@ fn plots(
         ("KG separation", suite.kg_separation_ci),
         ("probe accuracy", suite.probe_accuracy_ci),
         ("probe ROC-AUC", suite.probe_roc_auc_ci),
-        ("t-SNE silhouette", suite.silhouette_tsne_ci),
+        ("t-SNE silh.", suite.silhouette_tsne_ci),
     ] {
         if let Some(ci) = ci {
             bars.push((name.to_string(), ci));
