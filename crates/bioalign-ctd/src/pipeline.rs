@@ -452,6 +452,47 @@ mod tests {
     }
 
     #[test]
+    fn pairs_known_only_through_inference_never_become_negatives() {
+        // Positives A-X and B-Y; A-Y is associated only through a chemical
+        // (no direct evidence, filtered out). The one unassociated pair is B-X.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.csv");
+        std::fs::write(
+            &path,
+            "# Fields:\n# GeneSymbol,GeneID,DiseaseName,DiseaseID,DirectEvidence,InferenceChemicalName,InferenceScore,OmimIDs,PubMedIDs\n\
+             A,1,X,MESH:D1,marker/mechanism,,,,11\n\
+             B,2,Y,MESH:D2,therapeutic,,,,\n\
+             A,1,Y,MESH:D2,,Arsenic,3.2,,12|13\n",
+        )
+        .unwrap();
+        for negatives in [
+            SamplerKind::Uniform,
+            SamplerKind::DegreeMatched,
+            SamplerKind::CorruptOneSide,
+        ] {
+            let cfg = PrepareConfig {
+                negatives,
+                ratio: 0.5,
+                test_fraction: 0.5,
+                holdout_fraction: 0.5,
+                ..Default::default()
+            };
+            match prepare(&path, &cfg, |_, _| {}) {
+                Ok(p) => {
+                    let neg: Vec<_> = p.rows.iter().filter(|e| e.label == 0).collect();
+                    assert_eq!(neg.len(), 1, "{negatives}");
+                    assert_eq!(neg[0].text, "B is associated with X", "{negatives}");
+                    assert_eq!(p.card.cleaning.filtered_out, 1);
+                    assert_eq!(p.card.cleaning.known_pairs, 3);
+                }
+                // Degree-matched may find no exact arrangement; it must not cheat.
+                Err(Error::Infeasible { .. }) if negatives == SamplerKind::DegreeMatched => {}
+                Err(e) => panic!("{negatives}: {e}"),
+            }
+        }
+    }
+
+    #[test]
     fn bad_config_is_rejected_up_front() {
         let c = PrepareConfig {
             test_fraction: 1.5,
