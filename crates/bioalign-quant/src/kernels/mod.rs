@@ -234,9 +234,10 @@ pub fn f32_to_bf16_rne(v: f32) -> u16 {
     }
 }
 
-/// Chunk length splitting `n` elements over threads, a multiple of 2048.
+/// Chunk length splitting `n` elements over threads (one per 2^20 elements,
+/// below that a thread costs more than it saves), a multiple of 2048.
 fn parallel_chunk(n: usize, threads: usize) -> usize {
-    let t = thread_count(threads, n / (1 << 18) + 1);
+    let t = thread_count(threads, n / (1 << 20) + 1);
     n.div_ceil(t).div_ceil(2048).max(1) * 2048
 }
 
