@@ -4,6 +4,7 @@
 //! bitsandbytes 0.50.2 (NF4, double quant) loading `tests/fixtures/tiny_llama`;
 //! both made by `scripts/fixtures/gen_bnb_checkpoint.py`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use bioalign_quant::checkpoint::{
@@ -205,4 +206,72 @@ fn corrupt_or_inconsistent_state_is_a_clear_error() {
         let err = read_err(&tampered(edit)).to_string();
         assert!(err.contains(want), "expected {want:?} in {err:?}");
     }
+}
+
+/// A sharded input (two files + index) gives the same tensors as the single
+/// file, one output shard per input shard, and a consistent index.
+#[test]
+fn sharded_model_round_trips() -> TestResult {
+    use bioalign_quant::checkpoint::{PlannedTensor, write_safetensors};
+    use std::collections::BTreeMap;
+
+    let src = fixture("tiny_llama");
+    let bytes = std::fs::read(src.join("model.safetensors"))?;
+    let st = SafeTensors::deserialize(&bytes)?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let dir = tempfile::tempdir()?;
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut weight_map = BTreeMap::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let plan: Vec<PlannedTensor> = part
+            .iter()
+            .map(|n| {
+                let t = st.tensor(n).expect("tensor");
+                PlannedTensor {
+                    name: n.clone(),
+                    dtype: t.dtype(),
+                    shape: t.shape().to_vec(),
+                }
+            })
+            .collect();
+        write_safetensors(&dir.path().join(file), &plan, &BTreeMap::new(), |i, w| {
+            w.write_all(st.tensor(&part[i]).expect("tensor").data())
+                .map_err(|e| Error::Io {
+                    op: "write",
+                    path: file.into(),
+                    source: e,
+                })
+        })?;
+        for n in part {
+            weight_map.insert(n.clone(), file.to_string());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string())?;
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json"))?;
+
+    let out = tempfile::tempdir()?;
+    let report = quantize_model(dir.path(), out.path(), &QuantizeModelOptions::default())?;
+    assert_eq!(report.files.len(), 2);
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("model.safetensors.index.json"))?)?;
+    let want_bytes = std::fs::read(fixture("tiny_llama_bnb/model.safetensors"))?;
+    let want = SafeTensors::deserialize(&want_bytes)?;
+    let map = index["weight_map"].as_object().ok_or("weight_map")?;
+    assert_eq!(map.len(), want.names().len());
+    for (key, file) in map {
+        let shard = std::fs::read(out.path().join(file.as_str().ok_or("file")?))?;
+        let got = SafeTensors::deserialize(&shard)?;
+        assert_eq!(got.tensor(key)?.data(), want.tensor(key)?.data(), "{key}");
+    }
+    Ok(())
+}
+
+#[test]
+fn refuses_already_quantized_and_missing_files() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let err = quantize_model(&fixture("tiny_llama_bnb"), out.path(), &QuantizeModelOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("already quantized"), "{err}");
+    let err = quantize_model(out.path(), &out.path().join("x"), &QuantizeModelOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("config.json"), "{err}");
 }
