@@ -64,11 +64,22 @@ fn dequantize_and_quantize(c: &mut Criterion) {
     for (label, rows, cols) in SHAPES {
         let n = rows * cols;
         let w = weights(n);
-        let (packed, absmax) = quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
-        let nw = Nf4Weight::new(&packed, &absmax, rows, cols, BlockSize::DEFAULT, QuantType::Nf4).expect("weight");
+        let (packed, absmax) =
+            quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
+        let nw = Nf4Weight::new(
+            &packed,
+            &absmax,
+            rows,
+            cols,
+            BlockSize::DEFAULT,
+            QuantType::Nf4,
+        )
+        .expect("weight");
         let mut out = vec![0f32; n];
         // Bytes moved: packed codes + scales read, f32 written.
-        g.throughput(Throughput::Bytes((packed.len() + 4 * absmax.len() + 4 * n) as u64));
+        g.throughput(Throughput::Bytes(
+            (packed.len() + 4 * absmax.len() + 4 * n) as u64,
+        ));
         g.bench_function(BenchmarkId::new("dequantize_f32", label), |b| {
             b.iter(|| kernels::dequantize_f32(black_box(&nw), &mut out, isa, 0).expect("dequant"));
         });
@@ -77,7 +88,15 @@ fn dequantize_and_quantize(c: &mut Criterion) {
         let mut a = vec![0f32; BlockSize::DEFAULT.blocks(n)];
         g.bench_function(BenchmarkId::new("quantize_nf4_double", label), |b| {
             b.iter(|| {
-                quantize_4bit_into(black_box(&w), BlockSize::DEFAULT, QuantType::Nf4, &mut p, &mut a, 0).expect("q");
+                quantize_4bit_into(
+                    black_box(&w),
+                    BlockSize::DEFAULT,
+                    QuantType::Nf4,
+                    &mut p,
+                    &mut a,
+                    0,
+                )
+                .expect("q");
                 black_box(NestedScales::compress(&a))
             });
         });
@@ -91,8 +110,17 @@ fn products(c: &mut Criterion) {
     for (label, rows, cols) in SHAPES {
         let n = rows * cols;
         let w = weights(n);
-        let (packed, absmax) = quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
-        let nw = Nf4Weight::new(&packed, &absmax, rows, cols, BlockSize::DEFAULT, QuantType::Nf4).expect("weight");
+        let (packed, absmax) =
+            quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
+        let nw = Nf4Weight::new(
+            &packed,
+            &absmax,
+            rows,
+            cols,
+            BlockSize::DEFAULT,
+            QuantType::Nf4,
+        )
+        .expect("weight");
         for m in [1usize, 512] {
             if m == 512 && rows > 4096 {
                 continue; // 60 GFLOP per call: too slow for a 2-core run.
@@ -105,7 +133,10 @@ fn products(c: &mut Criterion) {
                 b.iter(|| kernels::matmul_nt(black_box(&x), m, &nw, &mut y, isa, 0).expect("mm"));
             });
             g.bench_function(BenchmarkId::new(format!("{name}_f32"), label), |b| {
-                b.iter(|| kernels::matmul_nt_f32(black_box(&x), m, &w, rows, cols, &mut y, isa, 0).expect("mm"));
+                b.iter(|| {
+                    kernels::matmul_nt_f32(black_box(&x), m, &w, rows, cols, &mut y, isa, 0)
+                        .expect("mm")
+                });
             });
         }
     }

@@ -55,8 +55,13 @@ fn main() -> anyhow::Result<()> {
         torch_threads: args.torch_threads,
     };
     let t = Instant::now();
-    let r = quantize_model(&args.model, &args.out, &opts)
-        .with_context(|| format!("quantizing {} into {}", args.model.display(), args.out.display()))?;
+    let r = quantize_model(&args.model, &args.out, &opts).with_context(|| {
+        format!(
+            "quantizing {} into {}",
+            args.model.display(),
+            args.out.display()
+        )
+    })?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "quantized {} weights ({:.1} M parameters), kept {} tensors; {:.1} MB -> {:.1} MB in {secs:.2} s",

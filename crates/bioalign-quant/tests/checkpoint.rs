@@ -223,7 +223,10 @@ fn sharded_model_round_trips() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (a, b) = names.split_at(names.len() / 2);
     let mut weight_map = BTreeMap::new();
-    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
         let plan: Vec<PlannedTensor> = part
             .iter()
             .map(|n| {
@@ -248,13 +251,18 @@ fn sharded_model_round_trips() -> TestResult {
         }
     }
     let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
-    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string())?;
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )?;
     std::fs::copy(src.join("config.json"), dir.path().join("config.json"))?;
 
     let out = tempfile::tempdir()?;
     let report = quantize_model(dir.path(), out.path(), &QuantizeModelOptions::default())?;
     assert_eq!(report.files.len(), 2);
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("model.safetensors.index.json"))?)?;
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(
+        out.path().join("model.safetensors.index.json"),
+    )?)?;
     let want_bytes = std::fs::read(fixture("tiny_llama_bnb/model.safetensors"))?;
     let want = SafeTensors::deserialize(&want_bytes)?;
     let map = index["weight_map"].as_object().ok_or("weight_map")?;
@@ -270,8 +278,18 @@ fn sharded_model_round_trips() -> TestResult {
 #[test]
 fn refuses_already_quantized_and_missing_files() {
     let out = tempfile::tempdir().expect("tempdir");
-    let err = quantize_model(&fixture("tiny_llama_bnb"), out.path(), &QuantizeModelOptions::default()).unwrap_err();
+    let err = quantize_model(
+        &fixture("tiny_llama_bnb"),
+        out.path(),
+        &QuantizeModelOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("already quantized"), "{err}");
-    let err = quantize_model(out.path(), &out.path().join("x"), &QuantizeModelOptions::default()).unwrap_err();
+    let err = quantize_model(
+        out.path(),
+        &out.path().join("x"),
+        &QuantizeModelOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
 }
