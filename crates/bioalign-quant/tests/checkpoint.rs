@@ -4,7 +4,6 @@
 //! bitsandbytes 0.50.2 (NF4, double quant) loading `tests/fixtures/tiny_llama`;
 //! both made by `scripts/fixtures/gen_bnb_checkpoint.py`.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use bioalign_quant::checkpoint::{
