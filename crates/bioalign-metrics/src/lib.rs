@@ -12,7 +12,7 @@
 //! | silhouette (cosine, Euclidean, precomputed) | [`silhouette_score`], [`silhouette_both`] | `sklearn.metrics.silhouette_score` |
 //! | PCA, t-SNE projections | [`pca`], [`tsne`] | linfa-reduction, linfa-tsne |
 //! | accuracy, precision / recall / F1, confusion, ROC-AUC | [`classification_report`], [`roc_auc`] | `sklearn.metrics` |
-//! | bootstrap intervals, paired permutation test | [`bootstrap_ci`], [`paired_permutation_test`] | percentile bootstrap; Phipson & Smyth p-value |
+//! | bootstrap intervals, paired permutation test | [`bootstrap_ci`], [`classification_intervals`], [`kg_separation_ci`], [`paired_permutation_test`] | percentile bootstrap; Phipson & Smyth p-value |
 //! | link prediction, RSA, linear CKA, per layer | [`link_prediction`], [`rsa_spearman`], [`linear_cka`], [`per_layer`] | beyond the study |
 //! | everything at once | [`evaluate`], [`layer_profile`] | |
 //!
@@ -74,8 +74,9 @@ pub use silhouette::{
 };
 pub use split::{NumpyRandomState, Split, stratified_k_fold, train_test_split};
 pub use stats::{
-    BootstrapConfig, ConfidenceInterval, PermutationConfig, PermutationTest, bootstrap_ci,
-    bootstrap_ci_stratified, paired_permutation_test, percentile,
+    BootstrapConfig, ClassificationIntervals, ConfidenceInterval, PermutationConfig,
+    PermutationTest, bootstrap_ci, bootstrap_ci_stratified, classification_intervals,
+    paired_permutation_test, percentile,
 };
 pub use suite::{
     LayerMeasures, ProbeSummary, SuiteConfig, SuiteReport, evaluate, kg_separation_ci,

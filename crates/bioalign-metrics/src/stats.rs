@@ -333,6 +333,80 @@ where
     })
 }
 
+/// Bootstrap intervals of the zero-shot classification metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationIntervals {
+    /// Accuracy.
+    pub accuracy: ConfidenceInterval,
+    /// F1 of class 1 (scikit-learn's `average="binary"`).
+    pub f1: ConfidenceInterval,
+    /// Macro-averaged F1.
+    pub macro_f1: ConfidenceInterval,
+    /// ROC-AUC of the scores, when scores were given.
+    pub roc_auc: Option<ConfidenceInterval>,
+}
+
+/// Percentile-bootstrap intervals (resampling rows) of accuracy, F1 of class 1,
+/// macro F1 and, with `scores`, ROC-AUC, for binary zero-shot answers.
+/// Zero divisions count as 0 (scikit-learn's default).
+///
+/// ```
+/// use bioalign_metrics::{classification_intervals, BootstrapConfig};
+/// let y: Vec<usize> = (0..100).map(|i| i % 2).collect();
+/// let p: Vec<usize> = (0..100).map(|i| if i % 5 == 0 { 1 - i % 2 } else { i % 2 }).collect();
+/// let ci = classification_intervals(&y, &p, None, &BootstrapConfig::default())?;
+/// assert_eq!(ci.accuracy.estimate, 0.8);
+/// assert!(ci.accuracy.lower < 0.8 && ci.accuracy.upper > 0.8);
+/// # Ok::<(), bioalign_metrics::Error>(())
+/// ```
+pub fn classification_intervals(
+    y_true: &[usize],
+    y_pred: &[usize],
+    scores: Option<&[f64]>,
+    cfg: &BootstrapConfig,
+) -> Result<ClassificationIntervals> {
+    use crate::classification::{ZeroDivision, accuracy, classification_report, roc_auc};
+    check::same_len(
+        "classification intervals: y_true vs y_pred",
+        y_true.len(),
+        y_pred.len(),
+    )?;
+    check::binary_labels("classification intervals: y_true", y_true)?;
+    check::binary_labels("classification intervals: y_pred", y_pred)?;
+    if let Some(s) = scores {
+        check::same_len(
+            "classification intervals: y_true vs scores",
+            y_true.len(),
+            s.len(),
+        )?;
+    }
+    let pick = |rows: &[usize], v: &[usize]| rows.iter().map(|&r| v[r]).collect::<Vec<_>>();
+    let f1_of = |rows: &[usize], class: Option<usize>| -> Result<f64> {
+        let r =
+            classification_report(&pick(rows, y_true), &pick(rows, y_pred), ZeroDivision::Zero)?;
+        Ok(match class {
+            Some(c) => r.class(c).map_or(0.0, |c| c.scores.f1),
+            None => r.macro_avg.f1,
+        })
+    };
+    let n = y_true.len();
+    Ok(ClassificationIntervals {
+        accuracy: bootstrap_ci(n, cfg, |rows| {
+            accuracy(&pick(rows, y_true), &pick(rows, y_pred))
+        })?,
+        f1: bootstrap_ci(n, cfg, |rows| f1_of(rows, Some(1)))?,
+        macro_f1: bootstrap_ci(n, cfg, |rows| f1_of(rows, None))?,
+        roc_auc: scores
+            .map(|s| {
+                bootstrap_ci(n, cfg, |rows| {
+                    let sc: Vec<f64> = rows.iter().map(|&r| s[r]).collect();
+                    roc_auc(&pick(rows, y_true), &sc)
+                })
+            })
+            .transpose()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
