@@ -1,0 +1,30 @@
+//! LoRA adapters and the QLoRA trainer for BioAlign.
+//!
+//! - [`LoraLinear`] wraps any base projection implementing [`LinearBase`] (burn's
+//!   dense `Linear` here; the NF4 linear and the models' `Projection` implement it in
+//!   their crates): `y = base(x) + scaling * B(A(dropout(x)))`, A Kaiming-uniform as
+//!   PEFT, B zeros, the base frozen.
+//! - [`LoraConfig`] is PEFT's `adapter_config.json` (every key), with PEFT's rules for
+//!   `target_modules`, `layers_to_transform`, `rank_pattern` and `alpha_pattern`.
+//! - [`peft`] reads and writes PEFT adapter folders; [`merge`] folds an adapter into
+//!   its base weight.
+//! - [`optim`] holds AdamW and bitsandbytes' 8-bit blockwise AdamW over plain f32
+//!   slices, the linear warmup schedule and gradient clipping.
+//! - [`trainer`] is the supervised fine-tuning loop over any [`CausalLm`].
+//!
+//! This crate sits below bioalign-models: the models implement [`LinearBase`],
+//! [`LoraModel`] and [`CausalLm`]; nothing here knows about them.
+
+pub mod config;
+pub mod error;
+pub mod linear;
+pub mod merge;
+pub mod optim;
+pub mod peft;
+pub mod trainer;
+
+pub use config::{LayerSelection, LoraConfig, ModuleLora, TargetModules};
+pub use error::{Error, Result};
+pub use linear::{AdapterSlot, LinearBase, LoraLinear, kaiming_uniform_a, tensor_vec};
+pub use peft::{LoraModel, load_adapter, save_adapter};
+pub use trainer::{CausalLm, Example, LossMode, TrainConfig, TrainSummary, train};
