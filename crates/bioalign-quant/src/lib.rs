@@ -12,6 +12,9 @@
 //! - [`kernels`]: dequantization to f32 / bf16 and the fused product
 //!   `y = x · dequant(W)ᵀ` (AVX-512 / AVX2 chosen at run time, scalar reference,
 //!   multi-threaded).
+//! - `nf4_linear` (feature `burn`): `Nf4Linear<B>`, the frozen NF4 projection as a
+//!   burn module, fused on burn-flex, with an autodiff backward that gives the
+//!   weight no gradient.
 //!
 //! Non-finite input is an error ([`Error::NonFinite`]); bitsandbytes would
 //! silently turn the whole block into NaN.
@@ -23,10 +26,14 @@ pub mod double_quant;
 pub mod dynamic_map;
 mod error;
 pub mod kernels;
+#[cfg(feature = "burn")]
+pub mod nf4_linear;
 mod tensor;
 
 pub use codebook::{BlockSize, QuantType};
 pub use double_quant::NestedScales;
 pub use error::{Error, Result};
 pub use kernels::{Isa, Nf4Weight};
+#[cfg(feature = "burn")]
+pub use nf4_linear::{Nf4Backend, Nf4Linear, Nf4Packed};
 pub use tensor::{QuantizeOptions, Quantized4bit, Scales, SourceDtype};
