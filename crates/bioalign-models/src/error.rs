@@ -157,6 +157,17 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// A 4-bit weight could not be read, checked or made (bioalign-quant).
+    #[error("{path}: 4-bit weight {tensor}: {source}")]
+    Quant {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The weight.
+        tensor: String,
+        /// bioalign-quant's error.
+        #[source]
+        source: bioalign_quant::Error,
+    },
     /// Bad input to a forward pass (ids outside the vocabulary, mismatched lengths).
     #[error("model input: {message}")]
     Input {

@@ -14,7 +14,8 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use pretrained::{Pretrained, load_pretrained};
+pub use pretrained::{Pretrained, load_pretrained, load_pretrained_with};
+pub use weights::LoadOptions;
 
 /// The CPU backend (burn-flex: gemm matmuls, SIMD, rayon).
 pub type Cpu = burn_flex::Flex;

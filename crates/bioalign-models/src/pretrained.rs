@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::model::CausalLm;
 use crate::tokenizer::TextTokenizer;
-use crate::weights::{GgufWeights, SafetensorsDir};
+use crate::weights::{GgufWeights, LoadOptions, SafetensorsDir};
 
 /// A model with its tokenizer.
 #[derive(Debug)]
@@ -26,6 +26,16 @@ pub fn load_pretrained<B: Backend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<Pretrained<B>> {
+    load_pretrained_with(path, device, LoadOptions::default())
+}
+
+/// [`load_pretrained`] with options (`load_in_4bit`); a folder holding a bnb-4bit
+/// checkpoint (e.g. `unsloth/*-bnb-4bit`) loads its projections in 4 bits either way.
+pub fn load_pretrained_with<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    opts: LoadOptions,
+) -> Result<Pretrained<B>> {
     let path = path.as_ref();
     if path.is_file()
         && path
@@ -34,7 +44,8 @@ pub fn load_pretrained<B: Backend>(
     {
         let file = GgufFile::open(path)?;
         let config = ModelConfig::from_gguf(&file)?;
-        let model = CausalLm::from_source(&config, &GgufWeights::new(&file, &config), device)?;
+        let model =
+            CausalLm::from_source_with(&config, &GgufWeights::new(&file, &config), device, opts)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
         return Ok(Pretrained {
             model,
@@ -43,7 +54,7 @@ pub fn load_pretrained<B: Backend>(
     }
     let config = ModelConfig::from_json_file(path.join("config.json"))?;
     let src = SafetensorsDir::open(path)?;
-    let model = CausalLm::from_source(&config, &src, device)?;
+    let model = CausalLm::from_source_with(&config, &src, device, opts)?;
     let tokenizer = if path.join("tokenizer.json").exists() {
         Some(TextTokenizer::from_dir(path)?)
     } else {

@@ -12,6 +12,8 @@ use burn::tensor::{Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use bioalign_quant::Quantized4bit;
+
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result, io_err};
 use crate::gguf::{GgufFile, reverse_qk_permutation};
@@ -27,6 +29,21 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// Tensor `name` as (shape, row-major f32 values), with the file it came from.
     fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>, PathBuf)>;
+    /// Weight `name` with its bitsandbytes state when the checkpoint stores it in 4 bits
+    /// (bnb-4bit layout), `None` when it is stored densely.
+    fn load_quantized(&self, _name: &str) -> Result<Option<(Quantized4bit, PathBuf)>> {
+        Ok(None)
+    }
+}
+
+/// How [`CausalLm::from_source_with`] builds the projections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Quantize dense projection weights to NF4 while loading (block 64, double
+    /// quantization, as transformers' `load_in_4bit=True` with QLoRA's settings).
+    /// Embeddings, norms and `lm_head` stay f32. Weights already stored in 4 bits are
+    /// loaded in 4 bits whatever this says.
+    pub load_in_4bit: bool,
 }
 
 /// A Hugging Face checkpoint folder: `model.safetensors` or shards listed in
@@ -139,6 +156,25 @@ impl WeightSource for SafetensorsDir {
         let view = st.tensor(name).map_err(|e| st_err(path, e))?;
         let values = to_f32(path, name, view.dtype(), view.data())?;
         Ok((view.shape().to_vec(), values, path.clone()))
+    }
+
+    fn load_quantized(&self, name: &str) -> Result<Option<(Quantized4bit, PathBuf)>> {
+        let Some(&i) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let (path, mmap) = &self.files[i];
+        let st = SafeTensors::deserialize(mmap).map_err(|e| st_err(path, e))?;
+        if !bioalign_quant::checkpoint::is_bnb_4bit(&st, name) {
+            return Ok(None);
+        }
+        let q = bioalign_quant::checkpoint::read_quantized(&st, name).map_err(|source| {
+            Error::Quant {
+                path: path.clone(),
+                tensor: name.to_string(),
+                source,
+            }
+        })?;
+        Ok(Some((q, path.clone())))
     }
 }
 
@@ -266,6 +302,18 @@ impl<B: Backend> CausalLm<B> {
         src: &dyn WeightSource,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::from_source_with(config, src, device, LoadOptions::default())
+    }
+
+    /// [`Self::from_source`] with options: projections stored in 4 bits (bnb-4bit) become
+    /// [`Projection::Nf4`] without an f32 copy; with `load_in_4bit` dense projection weights
+    /// are quantized to NF4 as they are read.
+    pub fn from_source_with(
+        config: &ModelConfig,
+        src: &dyn WeightSource,
+        device: &B::Device,
+        opts: LoadOptions,
+    ) -> Result<Self> {
         config.validate(&src.path().display().to_string())?;
         let h = config.hidden_size;
         let (nh, nkv, hd) = (
@@ -289,6 +337,39 @@ impl<B: Backend> CausalLm<B> {
                 device,
             ))
         };
+        let from_values =
+            |name: &str, w: &[f32], out: usize, inp: usize| -> Result<Projection<B>> {
+                if opts.load_in_4bit {
+                    let l = bioalign_quant::Nf4Linear::quantize(w, out, inp).map_err(|source| {
+                        Error::Quant {
+                            path: src.path().to_path_buf(),
+                            tensor: name.to_string(),
+                            source,
+                        }
+                    })?;
+                    Ok(Projection::Nf4(l))
+                } else {
+                    Ok(Projection::dense(w, out, inp, device))
+                }
+            };
+        let proj = |name: &str, out: usize, inp: usize| -> Result<Projection<B>> {
+            if let Some((q, path)) = src.load_quantized(name)? {
+                if q.shape != [out, inp] {
+                    return Err(Error::Shape {
+                        path,
+                        tensor: name.to_string(),
+                        expected: vec![out, inp],
+                        found: q.shape,
+                    });
+                }
+                return Projection::nf4(q).map_err(|source| Error::Quant {
+                    path,
+                    tensor: name.to_string(),
+                    source,
+                });
+            }
+            from_values(name, &fetch(src, name, &[out, inp])?, out, inp)
+        };
         let norm = |name: &str| -> Result<RmsNorm<B>> {
             Ok(RmsNorm {
                 weight: Param::from_tensor(t1(fetch(src, name, &[h])?)),
@@ -300,23 +381,27 @@ impl<B: Backend> CausalLm<B> {
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let qkv_name = format!("{p}.self_attn.qkv_proj.weight");
-            let (q_proj, k_proj, v_proj) = if fused
-                && !src.contains(&format!("{p}.self_attn.q_proj.weight"))
-            {
-                let n = (nh + 2 * nkv) * hd;
-                let w = fetch(src, &qkv_name, &[n, h])?;
-                (
-                    Projection::dense(&rows(&w, h, 0, nh * hd), nh * hd, h, device),
-                    Projection::dense(&rows(&w, h, nh * hd, nkv * hd), nkv * hd, h, device),
-                    Projection::dense(&rows(&w, h, (nh + nkv) * hd, nkv * hd), nkv * hd, h, device),
-                )
-            } else {
-                (
-                    dense(&format!("{p}.self_attn.q_proj.weight"), nh * hd, h)?,
-                    dense(&format!("{p}.self_attn.k_proj.weight"), nkv * hd, h)?,
-                    dense(&format!("{p}.self_attn.v_proj.weight"), nkv * hd, h)?,
-                )
-            };
+            let (q_proj, k_proj, v_proj) =
+                if fused && !src.contains(&format!("{p}.self_attn.q_proj.weight")) {
+                    let n = (nh + 2 * nkv) * hd;
+                    let w = fetch(src, &qkv_name, &[n, h])?;
+                    (
+                        from_values(&qkv_name, &rows(&w, h, 0, nh * hd), nh * hd, h)?,
+                        from_values(&qkv_name, &rows(&w, h, nh * hd, nkv * hd), nkv * hd, h)?,
+                        from_values(
+                            &qkv_name,
+                            &rows(&w, h, (nh + nkv) * hd, nkv * hd),
+                            nkv * hd,
+                            h,
+                        )?,
+                    )
+                } else {
+                    (
+                        proj(&format!("{p}.self_attn.q_proj.weight"), nh * hd, h)?,
+                        proj(&format!("{p}.self_attn.k_proj.weight"), nkv * hd, h)?,
+                        proj(&format!("{p}.self_attn.v_proj.weight"), nkv * hd, h)?,
+                    )
+                };
             let (gate_proj, up_proj) =
                 if fused && !src.contains(&format!("{p}.mlp.gate_proj.weight")) {
                     let w = fetch(
@@ -324,14 +409,15 @@ impl<B: Backend> CausalLm<B> {
                         &format!("{p}.mlp.gate_up_proj.weight"),
                         &[2 * inter, h],
                     )?;
+                    let gu = format!("{p}.mlp.gate_up_proj.weight");
                     (
-                        Projection::dense(&rows(&w, h, 0, inter), inter, h, device),
-                        Projection::dense(&rows(&w, h, inter, inter), inter, h, device),
+                        from_values(&gu, &rows(&w, h, 0, inter), inter, h)?,
+                        from_values(&gu, &rows(&w, h, inter, inter), inter, h)?,
                     )
                 } else {
                     (
-                        dense(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
-                        dense(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
+                        proj(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
+                        proj(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
                     )
                 };
             layers.push(DecoderLayer {
@@ -339,7 +425,7 @@ impl<B: Backend> CausalLm<B> {
                     q_proj,
                     k_proj,
                     v_proj,
-                    o_proj: dense(&format!("{p}.self_attn.o_proj.weight"), h, nh * hd)?,
+                    o_proj: proj(&format!("{p}.self_attn.o_proj.weight"), h, nh * hd)?,
                     n_heads: nh,
                     n_kv_heads: nkv,
                     head_dim: hd,
@@ -347,7 +433,7 @@ impl<B: Backend> CausalLm<B> {
                 mlp: Mlp {
                     gate_proj,
                     up_proj,
-                    down_proj: dense(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
+                    down_proj: proj(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
                 },
                 input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
                 post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,

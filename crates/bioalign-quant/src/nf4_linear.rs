@@ -220,6 +220,58 @@ impl<B: Backend> Nf4Linear<B> {
     }
 }
 
+impl<B: Backend> Nf4Linear<B> {
+    /// `[.., in] -> [.., out]` for any backend, without an [`Nf4Backend`] bound (for
+    /// models generic over `B: Backend`): burn-flex and `Autodiff<Flex>` are recognized
+    /// at run time and take the fused kernel and the hand-written backward; any other
+    /// backend dequantizes the weight and uses its own matmul (correct, and its
+    /// autodiff then treats the dequantized weight as a constant: no gradient either).
+    pub fn forward_any<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        use std::any::Any;
+        let boxed: Box<dyn Any> = Box::new(x);
+        let boxed = match boxed.downcast::<Tensor<burn_flex::Flex, D>>() {
+            Ok(t) => {
+                let y = self.with_backend::<burn_flex::Flex>().forward(*t);
+                return *(Box::new(y) as Box<dyn Any>)
+                    .downcast::<Tensor<B, D>>()
+                    .expect("same backend type");
+            }
+            Err(b) => b,
+        };
+        let boxed = match boxed.downcast::<Tensor<Autodiff<burn_flex::Flex>, D>>() {
+            Ok(t) => {
+                let y = self.with_backend::<Autodiff<burn_flex::Flex>>().forward(*t);
+                return *(Box::new(y) as Box<dyn Any>)
+                    .downcast::<Tensor<B, D>>()
+                    .expect("same backend type");
+            }
+            Err(b) => b,
+        };
+        let x = *boxed
+            .downcast::<Tensor<B, D>>()
+            .expect("the input's own type");
+        let dims = x.dims();
+        let k = dims[D - 1];
+        let m = x.shape().num_elements() / k.max(1);
+        let device = x.device();
+        let w = Tensor::<B, 2>::from_data(
+            TensorData::new(self.weight.dequantize(), [self.weight.rows(), k]),
+            &device,
+        );
+        let y = x.reshape([m, k]).matmul(w.transpose());
+        let mut out = dims;
+        out[D - 1] = self.weight.rows();
+        y.reshape(out)
+    }
+
+    fn with_backend<C: Backend>(&self) -> Nf4Linear<C> {
+        Nf4Linear {
+            weight: Arc::clone(&self.weight),
+            backend: core::marker::PhantomData,
+        }
+    }
+}
+
 impl<B: Nf4Backend> Nf4Linear<B> {
     /// `[.., in] -> [.., out]`: `x · dequant(W)ᵀ`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
@@ -333,6 +385,30 @@ mod tests {
         }
         lin.visit(&mut Count(&mut ids));
         assert_eq!(ids, 0);
+    }
+
+    #[test]
+    fn forward_any_matches_forward_on_both_backends() {
+        let (out, inp, m) = (24, 64, 3);
+        let w = random(out * inp, 10);
+        let xv = random(m * inp, 11);
+        let a = Nf4Linear::<Flex>::quantize(&w, out, inp).unwrap();
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(xv.clone(), [m, inp]), &FlexDevice);
+        assert_eq!(vec_of(a.forward_any(x.clone())), vec_of(a.forward(x)));
+        let b = Nf4Linear::<Ad>::quantize(&w, out, inp).unwrap();
+        let x =
+            Tensor::<Ad, 2>::from_data(TensorData::new(xv, [m, inp]), &FlexDevice).require_grad();
+        let y = b.forward_any(x.clone());
+        let grads = y.sum().backward();
+        // d(sum(x Wᵀ))/dx = column sums of W broadcast over rows.
+        let deq = b.dense_weight_out_in();
+        let dx = vec_of(x.grad(&grads).unwrap());
+        for r in 0..m {
+            for c in 0..inp {
+                let want: f32 = (0..out).map(|o| deq[o * inp + c]).sum();
+                assert!((dx[r * inp + c] - want).abs() < 1e-4);
+            }
+        }
     }
 
     #[test]

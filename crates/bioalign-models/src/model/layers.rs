@@ -1,5 +1,6 @@
 //! The building blocks of the decoder, with fields named after Hugging Face's keys.
 
+use bioalign_quant::Nf4Linear;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
@@ -10,10 +11,15 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 /// A projection of a layer (`q_proj`, ..., `down_proj`). The seam where NF4 weights
 /// (bioalign-quant) and LoRA adapters plug in as further variants.
+// `Dense(Linear)` stays unboxed: callers construct and match it by value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Projection<B: Backend> {
     /// A dense f32 weight, stored `[in, out]` as burn's `Linear`.
     Dense(Linear<B>),
+    /// A frozen NF4 weight (bitsandbytes layout), multiplied by the fused kernel
+    /// without expanding it to f32; it has no parameters.
+    Nf4(Nf4Linear<B>),
 }
 
 impl<B: Backend> Projection<B> {
@@ -38,6 +44,7 @@ impl<B: Backend> Projection<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Self::Dense(l) => l.forward(x),
+            Self::Nf4(l) => l.forward_any(x),
         }
     }
 
@@ -48,7 +55,18 @@ impl<B: Backend> Projection<B> {
                 let [i, o] = l.weight.val().dims();
                 (i, o)
             }
+            Self::Nf4(l) => l.dims(),
         }
+    }
+
+    /// An NF4 projection from a quantized Hugging Face `[out, in]` weight (no f32 copy).
+    pub fn nf4(q: bioalign_quant::Quantized4bit) -> bioalign_quant::Result<Self> {
+        Ok(Self::Nf4(Nf4Linear::new(q)?))
+    }
+
+    /// Whether the weight is stored in 4 bits.
+    pub fn is_nf4(&self) -> bool {
+        matches!(self, Self::Nf4(_))
     }
 }
 

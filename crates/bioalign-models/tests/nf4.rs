@@ -1,0 +1,131 @@
+//! NF4 projections: a bnb-4bit checkpoint of the tiny random Llama (made by
+//! bioalign-quant's `quantize_model`, byte-identical to bitsandbytes 0.50.2 per
+//! bioalign-quant's fixture tests) loads straight into `Projection::Nf4`, and its logits
+//! equal those of the dense decoder built from the dequantized weights; `load_in_4bit`
+//! on the f32 checkpoint gives the same 4-bit model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bioalign_models::config::ModelConfig;
+use bioalign_models::model::{CausalLm, Logits};
+use bioalign_models::weights::{SafetensorsDir, WeightSource};
+use bioalign_models::{Cpu, CpuDevice, LoadOptions, Result, load_pretrained_with};
+use bioalign_quant::Quantized4bit;
+use bioalign_quant::checkpoint::{QuantizeModelOptions, quantize_model};
+
+/// The quantized checkpoint seen with every 4-bit weight dequantized to f32.
+struct Dequantized(SafetensorsDir);
+
+impl WeightSource for Dequantized {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn load(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>, PathBuf)> {
+        match self.0.load_quantized(name)? {
+            Some((q, path)) => Ok((q.shape.clone(), q.dequantize_f32(), path)),
+            None => self.0.load(name),
+        }
+    }
+    fn load_quantized(&self, _: &str) -> Result<Option<(Quantized4bit, PathBuf)>> {
+        Ok(None)
+    }
+}
+
+fn logits(model: &CausalLm<Cpu>, ids: &[u32], batch: usize) -> Result<Vec<f32>> {
+    let out = model.forward(ids, None, batch, None, Logits::All, false)?;
+    Ok(out.logits.unwrap().into_data().to_vec::<f32>().unwrap())
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn n_nf4(model: &CausalLm<Cpu>) -> usize {
+    model
+        .model
+        .layers
+        .iter()
+        .map(|l| {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+            .iter()
+            .filter(|p| p.is_nf4())
+            .count()
+        })
+        .sum()
+}
+
+#[test]
+fn bnb_4bit_checkpoint_loads_in_4bit_and_matches_dequantized_dense() -> Result<()> {
+    let src = common::fixtures().join("tiny/llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let qdir = tmp.path().join("q");
+    quantize_model(&src, &qdir, &QuantizeModelOptions::default()).unwrap();
+    let device = CpuDevice::default();
+
+    let nf4 = load_pretrained_with::<Cpu>(&qdir, &device, LoadOptions::default())?.model;
+    let layers = nf4.model.layers.len();
+    assert_eq!(n_nf4(&nf4), 7 * layers, "every projection loads in 4 bits");
+
+    let config = ModelConfig::from_json_file(qdir.join("config.json"))?;
+    let dense =
+        CausalLm::<Cpu>::from_source(&config, &Dequantized(SafetensorsDir::open(&qdir)?), &device)?;
+    assert_eq!(n_nf4(&dense), 0);
+
+    let vocab = config.vocab_size as u32;
+    let ids: Vec<u32> = (0..2 * 9).map(|i| (i * 37 + 5) % vocab).collect();
+    let a = logits(&nf4, &ids, 2)?;
+    let b = logits(&dense, &ids, 2)?;
+    let d = max_diff(&a, &b);
+    println!("bnb-4bit vs dequantized dense: logits max diff {d:e}");
+    assert!(d <= 1e-5, "logits differ by {d}");
+
+    // The f32 model differs from both (the quantization is not a no-op).
+    let f32m = load_pretrained_with::<Cpu>(&src, &device, LoadOptions::default())?.model;
+    assert!(max_diff(&logits(&f32m, &ids, 2)?, &a) > 1e-4);
+
+    // load_in_4bit on the f32 checkpoint quantizes to the same bytes.
+    let opts = LoadOptions { load_in_4bit: true };
+    let l4 = load_pretrained_with::<Cpu>(&src, &device, opts)?.model;
+    assert_eq!(n_nf4(&l4), 7 * layers);
+    let d4 = max_diff(&logits(&l4, &ids, 2)?, &a);
+    assert!(
+        d4 <= 1e-6,
+        "load_in_4bit differs from the bnb-4bit checkpoint by {d4}"
+    );
+    Ok(())
+}
+
+#[test]
+fn corrupt_quant_state_is_an_error_naming_the_tensor() -> Result<()> {
+    let src = common::fixtures().join("tiny/llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let qdir = tmp.path().join("q");
+    quantize_model(&src, &qdir, &QuantizeModelOptions::default()).unwrap();
+    // Truncate the file's data: the header stays, so parsing fails with a clear error.
+    let f = qdir.join("model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+    let err = load_pretrained_with::<Cpu>(&qdir, &CpuDevice::default(), LoadOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+    Ok(())
+}
