@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bioalign_models::embed::{Layers, Pooling};
-use bioalign_models::{Cpu, CpuDevice, load_pretrained};
+use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 use clap::{Parser, ValueEnum};
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -69,6 +69,10 @@ struct Args {
     /// Sentences per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Quantize the projection weights to NF4 while loading (block 64, double
+    /// quantization); a bnb-4bit checkpoint loads in 4 bits either way.
+    #[arg(long)]
+    load_in_4bit: bool,
 }
 
 fn read_texts(path: &Path) -> Result<Vec<String>> {
@@ -140,7 +144,10 @@ fn main() -> Result<()> {
     anyhow::ensure!(!texts.is_empty(), "{}: no rows", args.input.display());
     let device = CpuDevice::default();
     let t0 = Instant::now();
-    let p = load_pretrained::<Cpu>(&args.model, &device)
+    let opts = LoadOptions {
+        load_in_4bit: args.load_in_4bit,
+    };
+    let p = load_pretrained_with::<Cpu>(&args.model, &device, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let tok = p
         .tokenizer

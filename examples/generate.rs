@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bioalign_models::generate::{GenerateOptions, Sampling};
-use bioalign_models::{Cpu, CpuDevice, load_pretrained};
+use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -41,13 +41,20 @@ struct Args {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Quantize the projection weights to NF4 while loading (block 64, double
+    /// quantization); a bnb-4bit checkpoint loads in 4 bits either way.
+    #[arg(long)]
+    load_in_4bit: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = CpuDevice::default();
     let t0 = Instant::now();
-    let p = load_pretrained::<Cpu>(&args.model, &device)
+    let opts = LoadOptions {
+        load_in_4bit: args.load_in_4bit,
+    };
+    let p = load_pretrained_with::<Cpu>(&args.model, &device, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let tok = p
