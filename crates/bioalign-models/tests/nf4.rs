@@ -129,3 +129,31 @@ fn corrupt_quant_state_is_an_error_naming_the_tensor() -> Result<()> {
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     Ok(())
 }
+
+#[test]
+fn transformers_bitsandbytes_checkpoint_loads_in_4bit() -> Result<()> {
+    // Made by transformers 5.24 + bitsandbytes 0.50.2 on CPU
+    // (scripts/fixtures/gen_bnb_checkpoint.py, bioalign-quant's fixture).
+    let quant = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bioalign-quant/tests/fixtures");
+    let qdir = quant.join("tiny_llama_bnb");
+    let device = CpuDevice::default();
+    let nf4 = load_pretrained_with::<Cpu>(&qdir, &device, LoadOptions::default())?.model;
+    assert_eq!(n_nf4(&nf4), 7 * nf4.model.layers.len());
+
+    let config = ModelConfig::from_json_file(qdir.join("config.json"))?;
+    let dense =
+        CausalLm::<Cpu>::from_source(&config, &Dequantized(SafetensorsDir::open(&qdir)?), &device)?;
+    let vocab = config.vocab_size as u32;
+    let ids: Vec<u32> = (0..3 * 7).map(|i| (i * 11 + 3) % vocab).collect();
+    let a = logits(&nf4, &ids, 3)?;
+    let d = max_diff(&a, &logits(&dense, &ids, 3)?);
+    assert!(d <= 1e-5, "logits differ by {d}");
+
+    // Our load_in_4bit on the bf16 source makes the same 4-bit model as bitsandbytes.
+    let opts = LoadOptions { load_in_4bit: true };
+    let l4 = load_pretrained_with::<Cpu>(quant.join("tiny_llama"), &device, opts)?.model;
+    let d4 = max_diff(&logits(&l4, &ids, 3)?, &a);
+    println!("load_in_4bit vs bitsandbytes checkpoint: logits max diff {d4:e}");
+    assert!(d4 <= 1e-6, "load_in_4bit differs from bitsandbytes by {d4}");
+    Ok(())
+}
