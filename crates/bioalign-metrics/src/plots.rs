@@ -3,14 +3,15 @@
 //! - [`projection_scatter`]: 2-D projections coloured by label, several models
 //!   side by side in one image (each panel rescaled to the unit square and
 //!   shifted right; t-SNE axes carry no units anyway).
-//! - [`metric_bars`]: one bar per metric; `bioalign-plot` has no error bars,
-//!   so the confidence interval is printed in the bar's label.
-//! - [`confusion_bars`]: the confusion-matrix cells as labelled bars
-//!   (`bioalign-plot` has no heatmap).
+//! - [`metric_bars`]: one bar per metric with its confidence interval drawn
+//!   as a whisker ([`bioalign_plot::ErrorBarChart`]).
+//! - [`confusion_heatmap`] (also reachable as [`confusion_bars`], its older
+//!   name): the confusion matrix as a grid of cells shaded by count, true
+//!   label by row, predicted label by column ([`bioalign_plot::Heatmap`]).
 
 use std::path::Path;
 
-use bioalign_plot::{BarChart, ChartStyle, Scatter};
+use bioalign_plot::{ChartStyle, ErrorBarChart, Heatmap, Scatter};
 
 use crate::check;
 use crate::classification::ConfusionMatrix;
@@ -104,8 +105,22 @@ pub fn projection_scatter(path: &Path, title: &str, panels: &[Panel<'_>]) -> Res
     Ok(())
 }
 
-/// One bar per `(name, interval)`; the label shows the estimate and the
-/// interval. Negative estimates are drawn as 0-length bars (the label keeps the value).
+/// One bar per `(name, interval)`: the bar is the estimate, the whisker the
+/// interval, and the label the name with the estimate. Bars start at 0, so a
+/// negative estimate (an MCC) draws to the left. An interval with a non-finite
+/// end is drawn without a whisker and a non-finite estimate as a 0-length bar;
+/// the label says `n/a` for either.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use bioalign_metrics::plots::metric_bars;
+/// use bioalign_metrics::stats::ConfidenceInterval;
+/// let ci = ConfidenceInterval {
+///     estimate: 0.8, lower: 0.7, upper: 0.9, confidence: 0.95, n_resamples: 100, n_failed: 0,
+/// };
+/// metric_bars(&dir.path().join("probe.png"), "Linear probe", &[("accuracy".into(), ci)])?;
+/// # Ok::<(), bioalign_metrics::Error>(())
+/// ```
 pub fn metric_bars(
     path: &Path,
     title: &str,
@@ -116,40 +131,63 @@ pub fn metric_bars(
             what: "metric bars",
         });
     }
-    let labels = metrics
-        .iter()
-        .map(|(n, ci)| format!("{n} {:.3} [{:.3}, {:.3}]", ci.estimate, ci.lower, ci.upper))
-        .collect();
-    let values = metrics.iter().map(|(_, ci)| ci.estimate.max(0.0)).collect();
-    BarChart {
+    let mut chart = ErrorBarChart {
         style: ChartStyle::new(title, "value", ""),
-        labels,
-        values,
+        labels: Vec::with_capacity(metrics.len()),
+        values: Vec::with_capacity(metrics.len()),
+        lower: Vec::with_capacity(metrics.len()),
+        upper: Vec::with_capacity(metrics.len()),
+    };
+    for (name, ci) in metrics {
+        let value = if ci.estimate.is_finite() {
+            ci.estimate
+        } else {
+            0.0
+        };
+        let (lower, upper, label) =
+            if ci.estimate.is_finite() && ci.lower.is_finite() && ci.upper.is_finite() {
+                (
+                    ci.lower.min(ci.upper),
+                    ci.lower.max(ci.upper),
+                    format!("{name} {:.3}", ci.estimate),
+                )
+            } else {
+                (value, value, format!("{name} n/a"))
+            };
+        chart.labels.push(label);
+        chart.values.push(value);
+        chart.lower.push(lower);
+        chart.upper.push(upper);
     }
-    .save(path)?;
+    chart.save(path)?;
     Ok(())
 }
 
-/// The cells of a confusion matrix as bars labelled `true a -> predicted b`.
-pub fn confusion_bars(path: &Path, title: &str, cm: &ConfusionMatrix) -> Result<()> {
-    let mut labels = Vec::new();
-    let mut values = Vec::new();
-    for (i, row) in cm.counts.iter().enumerate() {
-        for (j, &c) in row.iter().enumerate() {
-            labels.push(format!(
-                "true {} -> predicted {}",
-                cm.labels[i], cm.labels[j]
-            ));
-            values.push(c as f64);
-        }
-    }
-    BarChart {
-        style: ChartStyle::new(title, "rows", ""),
-        labels,
-        values,
-    }
-    .save(path)?;
+/// The confusion matrix as a heatmap: one cell per `(true, predicted)` pair,
+/// shaded by its count with the count written in it; rows are the true labels
+/// (axis `true`), columns the predicted ones (axis `predicted`).
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use bioalign_metrics::{confusion_matrix, plots::confusion_heatmap};
+/// let cm = confusion_matrix(&[0, 1, 1, 0], &[0, 1, 0, 0])?;
+/// confusion_heatmap(&dir.path().join("cm.png"), "Zero-shot", &cm)?;
+/// # Ok::<(), bioalign_metrics::Error>(())
+/// ```
+pub fn confusion_heatmap(path: &Path, title: &str, cm: &ConfusionMatrix) -> Result<()> {
+    check::same_len(
+        "confusion heatmap: rows vs labels",
+        cm.counts.len(),
+        cm.labels.len(),
+    )?;
+    Heatmap::confusion(title, &cm.labels, &cm.counts).save(path)?;
     Ok(())
+}
+
+/// The same as [`confusion_heatmap`]: the older name, from when the cells were
+/// drawn as bars; kept so existing callers keep working.
+pub fn confusion_bars(path: &Path, title: &str, cm: &ConfusionMatrix) -> Result<()> {
+    confusion_heatmap(path, title, cm)
 }
 
 #[cfg(test)]
@@ -186,5 +224,72 @@ mod tests {
             }],
         );
         assert!(matches!(r, Err(Error::LengthMismatch { .. })));
+    }
+
+    /// Width and height from a PNG's `IHDR`.
+    fn png_size(path: &Path) -> (u32, u32) {
+        let b = std::fs::read(path).unwrap();
+        assert!(b.starts_with(b"\x89PNG"));
+        let be = |r: std::ops::Range<usize>| u32::from_be_bytes(b[r].try_into().unwrap());
+        (be(16..20), be(20..24))
+    }
+
+    #[test]
+    fn confusion_is_a_heatmap_and_both_names_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let cm = confusion_matrix(&[0, 1, 1, 0, 1], &[0, 1, 0, 0, 1]).unwrap();
+        let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+        confusion_heatmap(&a, "zero-shot", &cm).unwrap();
+        confusion_bars(&b, "zero-shot", &cm).unwrap();
+        // The heatmap's size, not the 900 x 600 of the old bar chart.
+        assert_eq!(png_size(&a), (720, 600));
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let bad = ConfusionMatrix {
+            labels: vec![0, 1],
+            counts: vec![vec![1, 2]],
+        };
+        assert!(matches!(
+            confusion_heatmap(&dir.path().join("c.png"), "t", &bad),
+            Err(Error::LengthMismatch { .. })
+        ));
+        let ragged = ConfusionMatrix {
+            labels: vec![0, 1],
+            counts: vec![vec![1, 2], vec![3]],
+        };
+        assert!(matches!(
+            confusion_heatmap(&dir.path().join("d.png"), "t", &ragged),
+            Err(Error::Plot(bioalign_plot::Error::LengthMismatch { .. }))
+        ));
+        assert!(!dir.path().join("d.png").exists());
+    }
+
+    #[test]
+    fn metric_bars_take_negative_and_undefined_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = |estimate: f64, lower: f64, upper: f64| ConfidenceInterval {
+            estimate,
+            lower,
+            upper,
+            confidence: 0.95,
+            n_resamples: 100,
+            n_failed: 0,
+        };
+        let p = dir.path().join("bars.png");
+        metric_bars(
+            &p,
+            "probe",
+            &[
+                ("accuracy".into(), ci(0.8, 0.7, 0.9)),
+                ("MCC".into(), ci(-0.1, -0.3, 0.05)),
+                ("AUC".into(), ci(0.6, f64::NAN, f64::NAN)),
+                ("F1".into(), ci(f64::NAN, f64::NAN, f64::NAN)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(png_size(&p), (900, 600));
+        assert!(matches!(
+            metric_bars(&dir.path().join("e.png"), "probe", &[]),
+            Err(Error::Empty { .. })
+        ));
     }
 }

@@ -101,7 +101,7 @@ pub struct Scatter {
     pub class_names: Vec<String>,
 }
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 const MAX_LABEL_CHARS: usize = 36;
 
 fn ensure_font() -> Result<()> {
@@ -113,7 +113,7 @@ fn ensure_font() -> Result<()> {
     if ok { Ok(()) } else { Err(Error::Font) }
 }
 
-fn colour(i: usize) -> RGBColor {
+pub(crate) fn colour(i: usize) -> RGBColor {
     // Colour-blind-friendly palette (Okabe & Ito), cycling.
     const C: [(u8, u8, u8); 8] = [
         (0, 114, 178),
@@ -129,7 +129,7 @@ fn colour(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     if s.chars().count() <= MAX_LABEL_CHARS {
         s.to_string()
     } else {
@@ -139,7 +139,7 @@ fn shorten(s: &str) -> String {
     }
 }
 
-fn check_finite(
+pub(crate) fn check_finite(
     chart: &str,
     what: &'static str,
     values: impl IntoIterator<Item = f64>,
@@ -172,7 +172,7 @@ fn check_style(style: &ChartStyle) -> Result<()> {
 }
 
 /// Axis tick text: integers without decimals, other values with up to 3 significant decimals.
-fn tick(v: &f64) -> String {
+pub(crate) fn tick(v: &f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("{:.0}", v)
     } else if v.abs() >= 10.0 {
@@ -192,9 +192,9 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     }
 }
 
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+pub(crate) type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn render<F>(style: &ChartStyle, draw: F) -> Result<Vec<u8>>
+pub(crate) fn render<F>(style: &ChartStyle, draw: F) -> Result<Vec<u8>>
 where
     F: FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
 {
@@ -219,7 +219,7 @@ where
     })
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     bioalign_io::atomic_write_bytes(path, bytes).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         source,

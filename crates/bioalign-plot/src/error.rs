@@ -36,7 +36,7 @@ pub enum Error {
         /// The value.
         value: f64,
     },
-    /// An invalid parameter (size, bin count).
+    /// An invalid parameter (size, bin count, an interval with lower above upper).
     #[error("chart '{chart}': invalid {field}: {reason}")]
     Invalid {
         /// Title of the chart.

@@ -1,5 +1,6 @@
-//! Small PNG charts shared by the BioAlign crates: bar charts, histograms, line
-//! charts and scatter plots coloured by class.
+//! Small PNG charts shared by the BioAlign crates: bar charts (plain, or with an
+//! interval per bar: [`ErrorBarChart`]), histograms, line charts, scatter plots
+//! coloured by class, and heatmaps such as confusion matrices ([`Heatmap`]).
 //!
 //! Drawing uses [plotters](https://docs.rs/plotters) into an in-memory RGB
 //! buffer with the DejaVu Sans font embedded in the binary (the `dejavu` crate),
@@ -23,7 +24,11 @@
 
 mod charts;
 mod error;
+mod error_bars;
+mod heatmap;
 pub mod png;
 
 pub use charts::{BarChart, ChartStyle, Histogram, LineChart, Scatter, Series};
 pub use error::{Error, Result};
+pub use error_bars::ErrorBarChart;
+pub use heatmap::Heatmap;

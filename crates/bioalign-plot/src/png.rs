@@ -74,6 +74,25 @@ pub fn encode_rgb(rgb: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Decodes a PNG written by [`encode_rgb`] back to its RGB8 buffer (tests only:
+/// one `IDAT`, filter type 0 on every line, as this encoder writes them).
+#[cfg(test)]
+pub(crate) fn decode_rgb(png: &[u8]) -> (u32, u32, Vec<u8>) {
+    use std::io::Read;
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    let len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&png[41..41 + len])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let rgb = raw
+        .chunks(width as usize * 3 + 1)
+        .flat_map(|row| row[1..].iter().copied())
+        .collect();
+    (width, height, rgb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -475,7 +475,7 @@ fn write_plots(
     labels: &[usize],
     zs: &ZeroShotScores,
 ) -> Result<()> {
-    use bioalign_metrics::plots::{Panel, confusion_bars, projection_scatter};
+    use bioalign_metrics::plots::{Panel, confusion_heatmap, projection_scatter};
     let m = suite.projection_rows;
     projection_scatter(
         &out.join(files::PROJECTION_PNG),
@@ -489,7 +489,7 @@ fn write_plots(
             labels: &labels[..m],
         }],
     )?;
-    confusion_bars(
+    confusion_heatmap(
         &out.join(files::CONFUSION_GENERATED_PNG),
         &format!(
             "Zero-shot, generated answer contains \"true\" (accuracy {:.3})",
@@ -497,7 +497,7 @@ fn write_plots(
         ),
         &zs.generated.report.confusion,
     )?;
-    confusion_bars(
+    confusion_heatmap(
         &out.join(files::CONFUSION_LOGPROB_PNG),
         &format!(
             "Zero-shot, log p(\" true\") > log p(\" false\") (accuracy {:.3})",
