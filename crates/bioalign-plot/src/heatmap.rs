@@ -289,30 +289,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "writes example images to $BIOALIGN_PLOT_DUMP (default: the temp dir) for a visual check"]
-    fn dump_examples() {
-        let dir = std::env::var_os("BIOALIGN_PLOT_DUMP")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        Heatmap::confusion(
-            "Zero-shot, log p(\" true\") > log p(\" false\") (accuracy 0.850)",
-            &[0, 1],
-            &[vec![40, 10], vec![5, 45]],
-        )
-        .save(&dir.join("confusion.png"))
-        .unwrap();
-        crate::ErrorBarChart {
-            style: ChartStyle::new("Linear probe", "value", ""),
-            labels: vec!["accuracy".into(), "F1".into(), "MCC".into()],
-            values: vec![0.81, 0.77, -0.1],
-            lower: vec![0.76, 0.70, -0.3],
-            upper: vec![0.86, 0.83, 0.05],
-        }
-        .save(&dir.join("error_bars.png"))
-        .unwrap();
-    }
-
-    #[test]
     fn shade_runs_white_to_dark() {
         assert_eq!(shade(0.0), WHITE);
         assert_eq!(shade(1.0), RGBColor(8, 48, 107));
