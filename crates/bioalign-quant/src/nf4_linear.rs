@@ -139,6 +139,12 @@ impl Nf4Backend for burn_flex::Flex {
     }
 }
 
+/// burn-cuda: the default body (the weight is dequantized on the host, uploaded and
+/// multiplied by the backend's matmul). A CubeCL kernel that dequantizes in the
+/// kernel is not written yet.
+#[cfg(feature = "cuda")]
+impl Nf4Backend for burn::backend::Cuda {}
+
 #[derive(Debug)]
 struct Nf4MatmulBackward;
 
