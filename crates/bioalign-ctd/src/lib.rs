@@ -41,7 +41,9 @@ pub mod template;
 
 pub use dataset::{CleanStats, EvidenceFilter, Positives, collect_positives};
 pub use error::{Error, Result};
-pub use output::{Example, read_csv, read_parquet, write_csv, write_parquet};
+pub use output::{
+    Example, read_csv, read_parquet, write_csv, write_parquet, write_parquet_batches,
+};
 pub use pipeline::{DatasetCard, PrepareConfig, Prepared, prepare, write_outputs};
 pub use reader::{BadRowPolicy, CtdReader, CtdRecord, ReadOptions, ReadStats};
 pub use sampler::{CorruptOneSide, DegreeMatched, NegativeSampler, SamplerKind, Uniform};

@@ -112,15 +112,33 @@ const BATCH_ROWS: usize = 65_536;
 
 /// Writes `rows` as a Snappy-compressed Parquet file, atomically.
 pub fn write_parquet(path: &Path, rows: &[&Example]) -> Result<()> {
+    let mut batches = rows.chunks(BATCH_ROWS).map(to_batch);
+    write_parquet_batches(
+        path,
+        Arc::new(schema()),
+        &mut batches,
+        &format!("bioalign-ctd {}", env!("CARGO_PKG_VERSION")),
+    )
+}
+
+/// Writes record `batches` of `schema` as a Snappy-compressed Parquet file, atomically,
+/// with `created_by` in the file's metadata. Shared by every crate that writes Parquet
+/// tables (splits here, predictions in bioalign-study); an error in a batch aborts the
+/// write and leaves any previous file in place.
+pub fn write_parquet_batches(
+    path: &Path,
+    schema: arrow::datatypes::SchemaRef,
+    batches: &mut dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>>,
+    created_by: &str,
+) -> Result<()> {
     bioalign_io::atomic_write(path, |w| {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_created_by(format!("bioalign-ctd {}", env!("CARGO_PKG_VERSION")))
+            .set_created_by(created_by.to_string())
             .build();
-        let mut writer =
-            ArrowWriter::try_new(w, Arc::new(schema()), Some(props)).map_err(io::Error::other)?;
-        for chunk in rows.chunks(BATCH_ROWS) {
-            let batch = to_batch(chunk).map_err(io::Error::other)?;
+        let mut writer = ArrowWriter::try_new(w, schema, Some(props)).map_err(io::Error::other)?;
+        for batch in batches {
+            let batch = batch.map_err(io::Error::other)?;
             writer.write(&batch).map_err(io::Error::other)?;
         }
         writer.close().map_err(io::Error::other)?;

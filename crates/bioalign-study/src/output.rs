@@ -1,7 +1,6 @@
 //! The files [`crate::evaluate`] writes besides `metrics.json`: `predictions.parquet`
 //! and `embeddings.safetensors` (formats in `docs/formats.md`), and their readers.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,10 +8,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use ndarray::Array2;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Result, file_err};
@@ -87,17 +83,12 @@ pub fn write_predictions(path: &Path, rows: &[Prediction]) -> Result<()> {
         int(|r| r.pred_logprob),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema()), cols).map_err(|e| file_err(path, e))?;
-    bioalign_io::atomic_write(path, |w| {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_created_by(format!("bioalign-study {}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let mut writer =
-            ArrowWriter::try_new(w, batch.schema(), Some(props)).map_err(io::Error::other)?;
-        writer.write(&batch).map_err(io::Error::other)?;
-        writer.close().map_err(io::Error::other)?;
-        Ok(())
-    })?;
+    bioalign_ctd::write_parquet_batches(
+        path,
+        batch.schema(),
+        &mut std::iter::once(Ok(batch)),
+        &format!("bioalign-study {}", env!("CARGO_PKG_VERSION")),
+    )?;
     Ok(())
 }
 
