@@ -1,8 +1,7 @@
 //! LoRA adapters and the QLoRA trainer for BioAlign.
 //!
 //! - [`LoraLinear`] wraps any base projection implementing [`LinearBase`] (burn's
-//!   dense `Linear` here; the NF4 linear and the models' `Projection` implement it in
-//!   their crates): `y = base(x) + scaling * B(A(dropout(x)))`, A Kaiming-uniform as
+//!   dense `Linear` and bioalign-quant's `Nf4Linear`, the QLoRA base): `y = base(x) + scaling * B(A(dropout(x)))`, A Kaiming-uniform as
 //!   PEFT, B zeros, the base frozen.
 //! - [`LoraConfig`] is PEFT's `adapter_config.json` (every key), with PEFT's rules for
 //!   `target_modules`, `layers_to_transform`, `rank_pattern` and `alpha_pattern`.
@@ -12,8 +11,8 @@
 //!   slices, the linear warmup schedule and gradient clipping.
 //! - [`trainer`] is the supervised fine-tuning loop over any [`CausalLm`].
 //!
-//! This crate sits below bioalign-models: the models implement [`LinearBase`],
-//! [`LoraModel`] and [`CausalLm`]; nothing here knows about them.
+//! This crate sits below bioalign-models (and above bioalign-quant): the decoder
+//! implements [`LoraModel`] and [`CausalLm`]; nothing here knows about it.
 
 pub mod config;
 pub mod error;

@@ -11,8 +11,7 @@ use rand::Rng;
 use crate::config::ModuleLora;
 
 /// A base projection `[.., in] -> [.., out]` that LoRA can wrap: burn's dense
-/// `Linear` here; the NF4 linear (bioalign-quant) and the models' `Projection`
-/// implement it in their crates.
+/// `Linear` and bioalign-quant's `Nf4Linear` (both implemented here).
 pub trait LinearBase<B: Backend>: Module<B> {
     /// `[.., in] -> [.., out]`.
     fn forward_base<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>;
@@ -33,6 +32,21 @@ impl<B: Backend> LinearBase<B> for Linear<B> {
     fn dense_weight_out_in(&self) -> Vec<f32> {
         let w = self.weight.val().transpose().into_data();
         w.convert::<f32>().into_vec::<f32>().unwrap_or_default()
+    }
+}
+
+/// The NF4 base (QLoRA): the fused kernel forward and the hand-written backward of
+/// bioalign-quant on burn-flex and `Autodiff<Flex>`; the weight has no parameter, so
+/// it gets no gradient and no f32 copy of it is kept.
+impl<B: Backend> LinearBase<B> for bioalign_quant::Nf4Linear<B> {
+    fn forward_base<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_any(x)
+    }
+    fn dims(&self) -> (usize, usize) {
+        bioalign_quant::Nf4Linear::dims(self)
+    }
+    fn dense_weight_out_in(&self) -> Vec<f32> {
+        bioalign_quant::Nf4Linear::dense_weight_out_in(self)
     }
 }
 

@@ -168,6 +168,19 @@ pub enum Error {
         #[source]
         source: bioalign_quant::Error,
     },
+    /// A LoRA adapter could not be read, checked or applied (bioalign-lora's error
+    /// names the file, tensor or config field).
+    #[error("LoRA adapter: {0}")]
+    Lora(#[source] bioalign_lora::Error),
+    /// LoRA cannot be applied to this model as asked.
+    #[error("LoRA: {message}")]
+    Adapter {
+        /// What is wrong.
+        message: String,
+    },
+    /// An atomic write failed (the error names the file).
+    #[error(transparent)]
+    AtomicWrite(#[from] bioalign_io::Error),
     /// Bad input to a forward pass (ids outside the vocabulary, mismatched lengths).
     #[error("model input: {message}")]
     Input {

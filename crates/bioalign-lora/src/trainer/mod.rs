@@ -34,6 +34,35 @@ pub trait CausalLm<B: Backend>: LoraModel<B> {
     fn hidden(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3>;
     /// The LM head on selected hidden states: `[n, hidden] -> [n, vocab]` logits.
     fn lm_head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2>;
+    /// The vocabulary size, when known: [`train`] then rejects examples (and a padding
+    /// id) outside it with an error naming the example, before any step.
+    fn vocab_size(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Checks every token id of `examples` (named `what` in errors) and `pad_id`
+/// against `vocab`.
+fn check_vocab(examples: &[Example], what: &str, pad_id: u32, vocab: usize) -> Result<()> {
+    if pad_id as usize >= vocab {
+        return Err(Error::Config {
+            field: "pad_id",
+            reason: format!("{pad_id} is outside the model's vocabulary of {vocab}"),
+        });
+    }
+    for (i, e) in examples.iter().enumerate() {
+        if let Some(t) = e
+            .prompt
+            .iter()
+            .chain(&e.response)
+            .find(|&&t| t as usize >= vocab)
+        {
+            return Err(Error::Data(format!(
+                "{what} example {i}: token id {t} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Training flags.
@@ -310,6 +339,10 @@ pub fn train<B: AutodiffBackend, M: CausalLm<B>>(
     lora.validate()?;
     if train.is_empty() {
         return Err(Error::Data("no training examples".into()));
+    }
+    if let Some(vocab) = model.vocab_size() {
+        check_vocab(train, "training", cfg.pad_id, vocab)?;
+        check_vocab(eval, "evaluation", cfg.pad_id, vocab)?;
     }
     let sizes = adapter_sizes(model);
     if sizes.is_empty() {

@@ -1,5 +1,6 @@
 //! The building blocks of the decoder, with fields named after Hugging Face's keys.
 
+use bioalign_lora::{AdapterSlot, LinearBase, LoraLinear, ModuleLora};
 use bioalign_quant::Nf4Linear;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
@@ -20,6 +21,10 @@ pub enum Projection<B: Backend> {
     /// A frozen NF4 weight (bitsandbytes layout), multiplied by the fused kernel
     /// without expanding it to f32; it has no parameters.
     Nf4(Nf4Linear<B>),
+    /// A frozen dense weight with a LoRA adapter.
+    LoraDense(LoraLinear<B, Linear<B>>),
+    /// A frozen NF4 weight with a LoRA adapter (QLoRA).
+    LoraNf4(LoraLinear<B, Nf4Linear<B>>),
 }
 
 impl<B: Backend> Projection<B> {
@@ -45,18 +50,82 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::Dense(l) => l.forward(x),
             Self::Nf4(l) => l.forward_any(x),
+            Self::LoraDense(l) => l.forward(x),
+            Self::LoraNf4(l) => l.forward(x),
         }
     }
 
     /// `(in, out)` features.
     pub fn dims(&self) -> (usize, usize) {
         match self {
-            Self::Dense(l) => {
-                let [i, o] = l.weight.val().dims();
-                (i, o)
-            }
+            Self::Dense(l) => LinearBase::dims(l),
             Self::Nf4(l) => l.dims(),
+            Self::LoraDense(l) => l.features(),
+            Self::LoraNf4(l) => l.features(),
         }
+    }
+
+    /// The effective weight as Hugging Face stores it, `[out, in]` row-major f32:
+    /// dequantized for NF4, with the adapter merged (`W + scaling * B A`) for LoRA.
+    pub fn dense_weight_out_in(&self) -> Vec<f32> {
+        match self {
+            Self::Dense(l) => l.dense_weight_out_in(),
+            Self::Nf4(l) => l.dense_weight_out_in(),
+            Self::LoraDense(l) => l.merged_weight_out_in(),
+            Self::LoraNf4(l) => l.merged_weight_out_in(),
+        }
+    }
+
+    /// Whether the projection carries a LoRA adapter.
+    pub fn is_lora(&self) -> bool {
+        matches!(self, Self::LoraDense(_) | Self::LoraNf4(_))
+    }
+
+    /// The adapter, for LoRA variants.
+    pub fn adapter(&self) -> Option<&dyn AdapterSlot<B>> {
+        match self {
+            Self::LoraDense(l) => Some(l),
+            Self::LoraNf4(l) => Some(l),
+            Self::Dense(_) | Self::Nf4(_) => None,
+        }
+    }
+
+    /// The adapter, mutably, for LoRA variants.
+    pub fn adapter_mut(&mut self) -> Option<&mut dyn AdapterSlot<B>> {
+        match self {
+            Self::LoraDense(l) => Some(l),
+            Self::LoraNf4(l) => Some(l),
+            Self::Dense(_) | Self::Nf4(_) => None,
+        }
+    }
+
+    /// Wraps a dense or NF4 projection with a fresh adapter (A Kaiming-uniform from
+    /// `rng`, B zeros; the base frozen). A projection that already has one is
+    /// returned unchanged (the caller checks beforehand).
+    pub fn with_lora(
+        self,
+        lora: ModuleLora,
+        dropout: f64,
+        rng: &mut impl rand::Rng,
+        device: &B::Device,
+    ) -> Self {
+        match self {
+            Self::Dense(l) => Self::LoraDense(LoraLinear::new(l, lora, dropout, rng, device)),
+            Self::Nf4(l) => Self::LoraNf4(LoraLinear::new(l, lora, dropout, rng, device)),
+            p @ (Self::LoraDense(_) | Self::LoraNf4(_)) => p,
+        }
+    }
+
+    /// Folds a LoRA adapter into a dense projection `W + scaling * B A` (an NF4 base
+    /// is dequantized first); other projections are returned unchanged. The result
+    /// is frozen (no gradient).
+    pub fn merged(self, device: &B::Device) -> Self {
+        if !self.is_lora() {
+            return self;
+        }
+        let (inp, out) = self.dims();
+        let w = self.dense_weight_out_in();
+        Self::dense(&w, out, inp, device).no_grad()
     }
 
     /// An NF4 projection from a quantized Hugging Face `[out, in]` weight (no f32 copy).
@@ -64,9 +133,9 @@ impl<B: Backend> Projection<B> {
         Ok(Self::Nf4(Nf4Linear::new(q)?))
     }
 
-    /// Whether the weight is stored in 4 bits.
+    /// Whether the (base) weight is stored in 4 bits.
     pub fn is_nf4(&self) -> bool {
-        matches!(self, Self::Nf4(_))
+        matches!(self, Self::Nf4(_) | Self::LoraNf4(_))
     }
 }
 

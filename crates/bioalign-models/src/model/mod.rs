@@ -3,6 +3,7 @@
 //! `LlamaForCausalLM`, `MistralForCausalLM` and `Phi3ForCausalLM` (eager attention).
 
 mod layers;
+mod lora;
 mod rope;
 
 use burn::module::{Module, Param};
