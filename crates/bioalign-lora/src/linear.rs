@@ -5,8 +5,9 @@
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
-use rand::Rng;
+use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::config::ModuleLora;
 
@@ -65,6 +66,9 @@ pub trait AdapterSlot<B: Backend> {
     fn features(&self) -> (usize, usize);
     /// The merged dense weight `[out, in]` row-major (HF layout): `W + scaling * B A`.
     fn merged_weight(&self) -> Vec<f32>;
+    /// Seeds the dropout mask of the next forward passes (`Some`, training) or turns
+    /// dropout off (`None`, evaluation and inference; the default).
+    fn set_dropout_seed(&mut self, seed: Option<u64>);
 }
 
 /// A base projection with a LoRA adapter. The base is frozen (its parameters do not
@@ -88,9 +92,33 @@ pub struct LoraLinear<B: Backend, L: Module<B>> {
     /// `alpha / r` (or `alpha / sqrt(r)` under rsLoRA).
     #[module(skip)]
     pub scaling: f64,
-    /// Dropout probability on the adapter's input (active only on autodiff backends).
+    /// Dropout probability on the adapter's input (active only while a dropout seed is
+    /// set, see [`AdapterSlot::set_dropout_seed`]).
     #[module(skip)]
     pub dropout: f64,
+    /// Seed of the dropout mask: the trainer sets one per micro-batch and module, so
+    /// masks are a function of (run seed, step, micro-batch, module) and never of
+    /// process-wide RNG state. `None`: no dropout.
+    #[module(skip)]
+    pub dropout_seed: Option<u64>,
+}
+
+/// The inverted-dropout mask for `n` inputs, drawn on the host from
+/// `ChaCha8Rng(seed)`: `1 / keep` with probability `keep`, else 0.
+pub fn dropout_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // P(u32 < t) = t / 2^32 = keep.
+    let t = (keep * 4_294_967_296.0).round() as u64;
+    let scale = (1.0 / keep) as f32;
+    (0..n)
+        .map(|_| {
+            if u64::from(rng.next_u32()) < t {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// PEFT's initialisation of `lora_A.weight` `[r, in]`: `kaiming_uniform_(a = sqrt(5))`,
@@ -137,18 +165,20 @@ impl<B: Backend, L: LinearBase<B>> LoraLinear<B, L> {
             alpha: lora.alpha,
             scaling: lora.scaling,
             dropout,
+            dropout_seed: None,
         }
     }
 
     /// `[.., in] -> [.., out]`: `base(x) + scaling * (dropout(x) A) B`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = self.base.forward_base(x.clone());
-        let h = if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
-            let keep = 1.0 - self.dropout;
-            let mask = x.random_like(Distribution::Bernoulli(keep));
-            x * mask.div_scalar(keep)
-        } else {
-            x
+        let h = match self.dropout_seed {
+            Some(seed) if self.dropout > 0.0 => {
+                let shape = x.shape();
+                let mask = dropout_mask(shape.num_elements(), 1.0 - self.dropout, seed);
+                x.clone() * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &x.device())
+            }
+            _ => x,
         };
         let u = h
             .matmul(self.lora_a.val().unsqueeze())
@@ -191,6 +221,9 @@ impl<B: Backend, L: LinearBase<B>> AdapterSlot<B> for LoraLinear<B, L> {
     fn merged_weight(&self) -> Vec<f32> {
         self.merged_weight_out_in()
     }
+    fn set_dropout_seed(&mut self, seed: Option<u64>) {
+        self.dropout_seed = seed;
+    }
 }
 
 /// The values of a float tensor as a row-major `Vec<f32>`.
@@ -199,4 +232,61 @@ pub fn tensor_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .convert::<f32>()
         .into_vec::<f32>()
         .expect("f32 data after convert")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn_flex::Flex;
+
+    #[test]
+    fn dropout_mask_is_seeded_and_has_the_keep_rate() {
+        let m = dropout_mask(100_000, 0.9, 7);
+        assert_eq!(m, dropout_mask(100_000, 0.9, 7));
+        assert_ne!(m, dropout_mask(100_000, 0.9, 8));
+        let kept = m.iter().filter(|&&v| v != 0.0).count() as f64 / m.len() as f64;
+        // Binomial sd = sqrt(0.09 / 1e5) ~ 0.00095.
+        assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
+        assert!(m.iter().all(|&v| v == 0.0 || v == (1.0 / 0.9f64) as f32));
+    }
+
+    #[test]
+    fn dropout_applies_only_with_a_seed_and_is_reproducible() {
+        let d = Default::default();
+        let base: Linear<Flex> = LinearConfig::new(6, 5).with_bias(false).init(&d);
+        let lora = ModuleLora {
+            r: 2,
+            alpha: 4.0,
+            scaling: 2.0,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut l = LoraLinear::new(base, lora, 0.5, &mut rng, &d);
+        let b: Vec<f32> = (0..10).map(|i| i as f32 * 0.1 - 0.4).collect();
+        let a = l.lora_a.val();
+        l.set_lora(a, Tensor::from_data(TensorData::new(b, [2, 5]), &d));
+        let x = Tensor::<Flex, 2>::from_data(
+            TensorData::new((0..24).map(|i| i as f32 * 0.05).collect::<Vec<_>>(), [4, 6]),
+            &d,
+        );
+        let plain = tensor_vec(l.forward(x.clone()));
+        let want = tensor_vec(
+            l.base.forward(x.clone())
+                + x.clone()
+                    .matmul(l.lora_a.val())
+                    .matmul(l.lora_b.val())
+                    .mul_scalar(2.0),
+        );
+        let close = plain
+            .iter()
+            .zip(&want)
+            .all(|(p, w)| (p - w).abs() <= 1e-6 * (1.0 + w.abs()));
+        assert!(close, "no seed: no dropout ({plain:?} vs {want:?})");
+        l.set_dropout_seed(Some(3));
+        let s3 = tensor_vec(l.forward(x.clone()));
+        assert_ne!(s3, plain);
+        assert_eq!(s3, tensor_vec(l.forward(x.clone())), "same seed, same mask");
+        l.set_dropout_seed(Some(4));
+        assert_ne!(tensor_vec(l.forward(x)), s3);
+    }
 }

@@ -17,15 +17,6 @@ use burn::tensor::{Bool, Int, Tensor};
 use common::*;
 
 /// Prompts `[BOS, filler.., x]`, responses `[f(x), EOS]`: learnable token by token.
-/// The trainer seeds burn's process-wide backend RNG (dropout masks), so two trainings
-/// running at once in one process draw from the same generator and lose determinism.
-/// Tests that train take this lock so they run one at a time.
-static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_training_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn examples(n: usize, offset: usize) -> Vec<Example> {
     (0..n)
         .map(|i| {
@@ -61,7 +52,6 @@ fn cfg() -> TrainConfig {
 
 #[test]
 fn loss_falls_and_outputs_are_written() -> Result<()> {
-    let _serial = one_training_at_a_time();
     let d = Default::default();
     let lora = lora_cfg();
     let mut m = Tiny::<Ad>::new(&lora, 11, &d);
@@ -110,7 +100,6 @@ fn loss_falls_and_outputs_are_written() -> Result<()> {
 
 #[test]
 fn full_text_loss_supervises_more_tokens() {
-    let _serial = one_training_at_a_time();
     let d = Default::default();
     let m = Tiny::<Cpu>::new(&lora_cfg(), 1, &d);
     let ex = examples(8, 0);
@@ -142,7 +131,6 @@ fn run(dir: &Path, c: &TrainConfig, resume: bool) -> Result<(Vec<Vec<u32>>, Vec<
 
 #[test]
 fn resume_equals_uninterrupted_bit_for_bit() -> Result<()> {
-    let _serial = one_training_at_a_time();
     for kind in [OptimizerKind::AdamW, OptimizerKind::AdamW8bit] {
         let mut c = cfg();
         c.optimizer = kind;
@@ -207,7 +195,6 @@ impl<B: Backend> CausalLm<B> for Poisoned<B> {
 
 #[test]
 fn nan_loss_stops_and_keeps_the_last_checkpoint() {
-    let _serial = one_training_at_a_time();
     let d = Default::default();
     let lora = lora_cfg();
     let mut m = Poisoned {
@@ -255,7 +242,6 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn bad_flags_name_the_field() {
-    let _serial = one_training_at_a_time();
     let mut c = cfg();
     c.grad_accum = 0;
     assert!(c.validate().unwrap_err().to_string().contains("grad_accum"));

@@ -29,9 +29,9 @@ pub struct TrainerState {
     pub epoch: usize,
     /// Next micro-batch within the epoch's order.
     pub batch_in_epoch: usize,
-    /// The run's seed: the data order of epoch `e` and the dropout masks of step `s`
-    /// are drawn from generators seeded by `(seed, e)` and `(seed, s)`, so this and
-    /// the position above are the whole RNG state.
+    /// The run's seed: the data order of epoch `e` and the dropout masks of step `s`,
+    /// micro-batch `m`, module `k` are drawn from generators seeded by `(seed, e)` and
+    /// `(seed, s, m, k)`, so this and the position above are the whole RNG state.
     pub seed: u64,
     /// Log rows so far.
     pub log: Vec<LogRow>,

@@ -280,6 +280,34 @@ fn set_adapter_values<B: Backend, M: LoraModel<B>>(
     });
 }
 
+/// SplitMix64's finalizer: a well-mixed 64-bit function of its input.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The dropout seed of adapter `module` (visit order) in micro-batch `micro` of
+/// optimizer step `step` of a run seeded `seed`.
+pub fn dropout_seed(seed: u64, step: usize, micro: usize, module: usize) -> u64 {
+    mix64(
+        mix64(mix64(seed ^ 0xD809_0000_0000_0000) ^ step as u64)
+            ^ ((micro as u64) << 32 | module as u64),
+    )
+}
+
+/// Sets every adapter's dropout seed for micro-batch `(seed, step, micro)`, or turns
+/// dropout off (`None`). The masks depend on nothing else, so runs are reproducible
+/// and independent of other work in the process.
+fn set_dropout_seeds<B: Backend, M: LoraModel<B>>(model: &mut M, at: Option<(u64, usize, usize)>) {
+    let mut k = 0;
+    model.visit_adapters_mut(&mut |_, slot| {
+        slot.set_dropout_seed(at.map(|(seed, step, micro)| dropout_seed(seed, step, micro, k)));
+        k += 1;
+    });
+}
+
 /// Writes `train_log.csv` atomically.
 pub fn write_log_csv(path: &Path, log: &[LogRow]) -> Result<()> {
     let mut s = String::from("step,epoch,loss,lr,grad_norm,tokens,tokens_per_s,eval_loss\n");
@@ -421,12 +449,7 @@ pub fn train<B: AutodiffBackend, M: CausalLm<B>>(
             if batch.positions.is_empty() {
                 continue;
             }
-            B::seed(
-                device,
-                cfg.seed
-                    ^ ((state.step as u64) << 20 | micro as u64)
-                        .wrapping_mul(0x2545_F491_4F6C_DD1D),
-            );
+            set_dropout_seeds(model, Some((cfg.seed, state.step, micro)));
             let loss = batch_loss(model, &batch, device);
             let value = tensor_vec(loss.clone())[0];
             if !value.is_finite() {
@@ -470,9 +493,8 @@ pub fn train<B: AutodiffBackend, M: CausalLm<B>>(
                 if !eval.is_empty()
                     && (state.step.is_multiple_of(n) || state.step == cfg.max_steps) =>
             {
-                // Dropout stays active on the autodiff backend; a fixed seed per step
-                // keeps the evaluation reproducible (with dropout 0, it is exact).
-                B::seed(device, cfg.seed ^ 0xE7A1_0000_0000 ^ state.step as u64);
+                // Evaluation runs without dropout (PEFT's eval mode).
+                set_dropout_seeds(model, None);
                 Some(eval_loss(model, eval, cfg, device))
             }
             _ => None,
@@ -504,6 +526,8 @@ pub fn train<B: AutodiffBackend, M: CausalLm<B>>(
             last_checkpoint = Some(save_checkpoint(out, model, lora, &optimizer, &state)?);
         }
     }
+    // The trained model leaves in eval mode (no dropout).
+    set_dropout_seeds(model, None);
     if state.step >= cfg.max_steps {
         save_adapter(model, lora, out)?;
     }
