@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::Module;
@@ -228,7 +228,8 @@ impl<B: Backend> Nf4Linear<B> {
 
 impl<B: Backend> Nf4Linear<B> {
     /// `[.., in] -> [.., out]` for any backend, without an [`Nf4Backend`] bound (for
-    /// models generic over `B: Backend`): burn-flex and `Autodiff<Flex>` are recognized
+    /// models generic over `B: Backend`): burn-flex, `Autodiff<Flex>` and
+    /// `Autodiff<Flex, BalancedCheckpointing>` (gradient checkpointing) are recognized
     /// at run time and take the fused kernel and the hand-written backward; any other
     /// backend dequantizes the weight and uses its own matmul (correct, and its
     /// autodiff then treats the dequantized weight as a constant: no gradient either).
@@ -247,6 +248,18 @@ impl<B: Backend> Nf4Linear<B> {
         let boxed = match boxed.downcast::<Tensor<Autodiff<burn_flex::Flex>, D>>() {
             Ok(t) => {
                 let y = self.with_backend::<Autodiff<burn_flex::Flex>>().forward(*t);
+                return *(Box::new(y) as Box<dyn Any>)
+                    .downcast::<Tensor<B, D>>()
+                    .expect("same backend type");
+            }
+            Err(b) => b,
+        };
+        // Gradient checkpointing (burn's balanced strategy): the same fused kernel and
+        // backward; the op is compute-bound, so its output is kept, not recomputed.
+        type Ckpt = Autodiff<burn_flex::Flex, BalancedCheckpointing>;
+        let boxed = match boxed.downcast::<Tensor<Ckpt, D>>() {
+            Ok(t) => {
+                let y = self.with_backend::<Ckpt>().forward(*t);
                 return *(Box::new(y) as Box<dyn Any>)
                     .downcast::<Tensor<B, D>>()
                     .expect("same backend type");
@@ -415,6 +428,30 @@ mod tests {
                 assert!((dx[r * inp + c] - want).abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn forward_any_takes_the_fused_path_under_gradient_checkpointing() {
+        type Ck = Autodiff<Flex, BalancedCheckpointing>;
+        let (out, inp, m) = (40, 128, 5);
+        let w = random(out * inp, 12);
+        let xv = random(m * inp, 13);
+        let gv = random(m * out, 14);
+        let run = |any: bool| {
+            let lin = Nf4Linear::<Ck>::quantize(&w, out, inp).unwrap();
+            let x = Tensor::<Ck, 2>::from_data(TensorData::new(xv.clone(), [m, inp]), &FlexDevice)
+                .require_grad();
+            let g = Tensor::<Ck, 2>::from_data(TensorData::new(gv.clone(), [m, out]), &FlexDevice);
+            let y = if any {
+                lin.forward_any(x.clone())
+            } else {
+                lin.forward(x.clone())
+            };
+            let grads = (y.clone() * g).sum().backward();
+            (vec_of(y), vec_of(x.grad(&grads).unwrap()))
+        };
+        // Bit-equal to the Nf4Backend path (fused kernel, hand-written backward).
+        assert_eq!(run(true), run(false));
     }
 
     #[test]
