@@ -24,7 +24,10 @@ pub mod evaluate;
 pub mod kg;
 pub mod output;
 pub mod progress;
+pub mod provenance;
+pub mod report;
 pub mod sample;
+pub mod stats;
 pub mod zero_shot;
 
 pub use error::{Error, Result};
