@@ -246,3 +246,45 @@ fn bad_flags_name_the_field() {
     c.grad_accum = 0;
     assert!(c.validate().unwrap_err().to_string().contains("grad_accum"));
 }
+
+#[test]
+fn dropout_is_on_in_training_and_off_afterwards() -> Result<()> {
+    let d = Default::default();
+    let mut c = cfg();
+    c.max_steps = 3;
+    c.checkpoint_every = None;
+    c.eval_every = None;
+    let train_with = |p: f64| -> Result<Tiny<Ad>> {
+        let mut lora = lora_cfg();
+        lora.lora_dropout = p;
+        let mut m = Tiny::<Ad>::new(&lora, 21, &d);
+        let out = tempfile::tempdir().unwrap();
+        train(
+            &mut m,
+            &lora,
+            &examples(24, 0),
+            &[],
+            &c,
+            out.path(),
+            false,
+            &d,
+            &mut |_| {},
+        )?;
+        Ok(m)
+    };
+    let (a, mut b) = (train_with(0.0)?, train_with(0.3)?);
+    assert_ne!(
+        adapter_bits(&a),
+        adapter_bits(&b),
+        "dropout changed nothing"
+    );
+    // After training the model is in eval mode: turning dropout off explicitly
+    // changes nothing, while a dropout seed would.
+    let ev = examples(6, 5);
+    let after = eval_loss(&b, &ev, &c, &d);
+    b.visit_adapters_mut(&mut |_, s| s.set_dropout_seed(None));
+    assert_eq!(eval_loss(&b, &ev, &c, &d), after);
+    b.visit_adapters_mut(&mut |_, s| s.set_dropout_seed(Some(1)));
+    assert_ne!(eval_loss(&b, &ev, &c, &d), after);
+    Ok(())
+}
