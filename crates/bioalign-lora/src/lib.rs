@@ -1,8 +1,9 @@
 //! LoRA adapters and the QLoRA trainer for BioAlign.
 //!
 //! - [`LoraLinear`] wraps any base projection implementing [`LinearBase`] (burn's
-//!   dense `Linear` and bioalign-quant's `Nf4Linear`, the QLoRA base): `y = base(x) + scaling * B(A(dropout(x)))`, A Kaiming-uniform as
-//!   PEFT, B zeros, the base frozen.
+//!   dense `Linear` and bioalign-quant's `Nf4Linear`, the QLoRA base):
+//!   `y = base(x) + scaling * B(A(dropout(x)))`, A Kaiming-uniform as PEFT, B zeros,
+//!   the base frozen; dropout masks come from a per-module seed the trainer sets.
 //! - [`LoraConfig`] is PEFT's `adapter_config.json` (every key), with PEFT's rules for
 //!   `target_modules`, `layers_to_transform`, `rank_pattern` and `alpha_pattern`.
 //! - [`peft`] reads and writes PEFT adapter folders; [`merge`] folds an adapter into
