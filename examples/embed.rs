@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p bioalign-examples --example embed -- \
-//!     --model PATH --input FILE(.csv|.parquet) --out FILE.safetensors \
+//!     --model PATH [--adapter DIR] --input FILE(.csv|.parquet) --out FILE.safetensors \
 //!     [--pooling mean|last|mean-padded] [--layers last|all] [--logits] [--batch-size 32]
 //! ```
 //!
@@ -73,6 +73,10 @@ struct Args {
     /// quantization); a bnb-4bit checkpoint loads in 4 bits either way.
     #[arg(long)]
     load_in_4bit: bool,
+    /// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) applied to
+    /// the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn read_texts(path: &Path) -> Result<Vec<String>> {
@@ -152,7 +156,18 @@ fn main() -> Result<()> {
     let tok = p
         .tokenizer
         .context("the model folder has no tokenizer.json")?;
-    let model = p.model;
+    let mut model = p.model;
+    if let Some(dir) = &args.adapter {
+        let lora = model
+            .load_adapter(dir)
+            .with_context(|| format!("loading the adapter {}", dir.display()))?;
+        eprintln!(
+            "adapter {} (r {}, alpha {})",
+            dir.display(),
+            lora.r,
+            lora.lora_alpha
+        );
+    }
     eprintln!(
         "loaded {} in {:.2} s",
         args.model.display(),

@@ -46,7 +46,7 @@ struct Args {
     /// A Hugging Face model folder or a .gguf file.
     #[arg(long)]
     model: PathBuf,
-    /// A PEFT adapter folder (not supported yet).
+    /// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) applied to the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// The split: .parquet / .csv from prepare_data, or the reference's test_pairs.csv.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p bioalign-examples --example generate -- \
-//!     --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T --seed S]
+//!     --model PATH [--adapter DIR] --prompt TEXT [--max-new-tokens N] [--temperature T --seed S]
 //! ```
 //!
 //! `PATH` is a Hugging Face folder (config.json, safetensors, tokenizer.json) or a `.gguf`
@@ -45,6 +45,10 @@ struct Args {
     /// quantization); a bnb-4bit checkpoint loads in 4 bits either way.
     #[arg(long)]
     load_in_4bit: bool,
+    /// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) applied to
+    /// the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -60,7 +64,18 @@ fn main() -> Result<()> {
     let tok = p
         .tokenizer
         .context("the model folder has no tokenizer.json")?;
-    let model = p.model;
+    let mut model = p.model;
+    if let Some(dir) = &args.adapter {
+        let lora = model
+            .load_adapter(dir)
+            .with_context(|| format!("loading the adapter {}", dir.display()))?;
+        eprintln!(
+            "adapter {} (r {}, alpha {})",
+            dir.display(),
+            lora.r,
+            lora.lora_alpha
+        );
+    }
     let prompt = tok.encode(&args.prompt, true)?;
     let sampling = match args.temperature {
         None => Sampling::Greedy,

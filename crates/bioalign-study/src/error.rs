@@ -9,6 +9,9 @@ pub enum Error {
     /// Loading or running the model failed.
     #[error("model: {0}")]
     Models(#[from] bioalign_models::Error),
+    /// Adapters or training failed.
+    #[error("lora: {0}")]
+    Lora(#[from] bioalign_lora::Error),
     /// Reading the split file failed.
     #[error("data: {0}")]
     Data(#[from] bioalign_ctd::Error),

@@ -19,7 +19,7 @@ use bioalign_models::embed::{Layers, Pooling};
 use bioalign_models::{Cpu, CpuDevice, load_pretrained};
 
 use crate::embed::embed_texts;
-use crate::error::{Error, Result, file_err, invalid};
+use crate::error::{Result, file_err, invalid};
 use crate::kg::{KgAlignment, kg_alignment};
 use crate::output::{Prediction, write_embeddings, write_predictions};
 use crate::progress::{Progress, Stage};
@@ -47,7 +47,8 @@ pub mod files {
 pub struct EvaluateConfig {
     /// A `.gguf` file or a Hugging Face folder.
     pub model: PathBuf,
-    /// A PEFT adapter folder (not supported yet: an error).
+    /// A PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`, ours
+    /// or PEFT's) attached to the model before evaluating.
     pub adapter: Option<PathBuf>,
     /// The split: `.parquet` / `.csv` from `prepare_data`, or the reference's `test_pairs.csv`.
     pub data: PathBuf,
@@ -278,17 +279,6 @@ pub fn evaluate_on<B: Backend>(
     progress: &dyn Progress,
 ) -> Result<MetricsJson> {
     cfg.validate()?;
-    if let Some(a) = &cfg.adapter {
-        return Err(Error::Unsupported {
-            feature: "--adapter",
-            reason: format!(
-                "{}: bioalign-models cannot attach a PEFT adapter yet (bioalign-lora's \
-                 load_adapter needs a model implementing LoraModel); merge the adapter \
-                 into the base weights with PEFT and pass the merged folder as --model",
-                a.display()
-            ),
-        });
-    }
     let start = Instant::now();
     let mut t = Timings::default();
 
@@ -309,7 +299,10 @@ pub fn evaluate_on<B: Backend>(
     let t0 = Instant::now();
     progress.start(Stage::Load, 1);
     let p = load_pretrained::<B>(&cfg.model, device)?;
-    let model = p.model;
+    let mut model = p.model;
+    if let Some(dir) = &cfg.adapter {
+        model.load_adapter(dir)?;
+    }
     let tok = p
         .tokenizer
         .ok_or_else(|| file_err(&cfg.model, "the model folder has no tokenizer.json"))?;
@@ -448,7 +441,7 @@ pub fn evaluate_on<B: Backend>(
     let report = MetricsJson {
         tool: format!("bioalign-study {}", env!("CARGO_PKG_VERSION")),
         model: cfg.model.display().to_string(),
-        adapter: None,
+        adapter: cfg.adapter.as_ref().map(|a| a.display().to_string()),
         data: cfg.data.display().to_string(),
         data_rows: all.len(),
         sample: cfg.sample,

@@ -21,6 +21,7 @@
 pub mod embed;
 pub mod error;
 pub mod evaluate;
+pub mod finetune;
 pub mod kg;
 pub mod output;
 pub mod progress;
@@ -35,6 +36,7 @@ pub use evaluate::{
     EvaluateConfig, MetricsJson, RuleScores, Timings, ZeroShotScores, evaluate, evaluate_on,
     read_split,
 };
+pub use finetune::{FinetuneConfig, FinetuneSummary, finetune};
 pub use progress::{NoProgress, Progress, Stage};
 pub use sample::sample_rows;
 pub use zero_shot::{

@@ -1,5 +1,5 @@
 //! Progress reporting from the pipeline to whoever shows it (a progress bar in the
-//! `evaluate` example); the library itself prints nothing.
+//! `evaluate` and `finetune` examples); the library itself prints nothing.
 
 /// A stage of [`crate::evaluate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub enum Stage {
     Metrics,
     /// Writing the files.
     Write,
+    /// Fine-tuning (total = optimizer steps).
+    Train,
 }
 
 impl Stage {
@@ -28,6 +30,7 @@ impl Stage {
             Stage::Embed => "embeddings",
             Stage::Metrics => "metrics",
             Stage::Write => "write",
+            Stage::Train => "train",
         }
     }
 }
@@ -40,6 +43,8 @@ pub trait Progress {
     fn advance(&self, n: u64);
     /// `stage` is over.
     fn finish(&self, stage: Stage);
+    /// A status line for the current stage (fine-tuning: loss, learning rate, tokens/s).
+    fn message(&self, _msg: &str) {}
 }
 
 /// Reports nothing.

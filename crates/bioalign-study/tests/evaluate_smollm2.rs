@@ -155,28 +155,6 @@ fn evaluate_writes_every_artefact_and_rules_match_direct_computation() -> Result
 }
 
 #[test]
-fn adapter_is_refused_clearly() {
-    let mut cfg = EvaluateConfig::new("model.gguf", "data.csv");
-    cfg.adapter = Some("adapter".into());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let err = evaluate(&cfg, dir.path(), &NoProgress).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Unsupported {
-                feature: "--adapter",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
-        "files written"
-    );
-}
-
-#[test]
 fn bad_inputs_are_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = EvaluateConfig::new("model.gguf", dir.path().join("split.txt"));
