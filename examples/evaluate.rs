@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p bioalign-examples --example evaluate -- \
-//!     --model PATH [--adapter DIR] --data FILE [--sample 500 --seed 42] --out DIR \
+//!     --model PATH [--adapter DIR] [--load-in-4bit] --data FILE [--sample 500 --seed 42] --out DIR \
 //!     [--pooling mean|last|mean-padded] [--layers last|all] [--batch-size 32]
 //! ```
 //!
@@ -49,6 +49,10 @@ struct Args {
     /// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) applied to the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Quantize the base projections to NF4 while loading (block 64, double
+    /// quantization), e.g. to evaluate a QLoRA adapter on the base it was trained on.
+    #[arg(long)]
+    load_in_4bit: bool,
     /// The split: .parquet / .csv from prepare_data, or the reference's test_pairs.csv.
     #[arg(long)]
     data: PathBuf,
@@ -133,6 +137,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let mut cfg = EvaluateConfig::new(&args.model, &args.data);
     cfg.adapter = args.adapter.clone();
+    cfg.load_in_4bit = args.load_in_4bit;
     cfg.sample = (!args.all_rows).then_some(args.sample);
     cfg.seed = args.seed;
     cfg.batch_size = args.batch_size;

@@ -16,7 +16,7 @@ use bioalign_metrics::{
     SuiteReport, accuracy, bootstrap_ci, classification_report, layer_profile, roc_auc,
 };
 use bioalign_models::embed::{Layers, Pooling};
-use bioalign_models::{Cpu, CpuDevice, load_pretrained};
+use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 
 use crate::embed::embed_texts;
 use crate::error::{Result, file_err, invalid};
@@ -50,6 +50,9 @@ pub struct EvaluateConfig {
     /// A PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`, ours
     /// or PEFT's) attached to the model before evaluating.
     pub adapter: Option<PathBuf>,
+    /// Quantize the base projections to NF4 while loading (as a QLoRA adapter was
+    /// trained); a bnb-4bit checkpoint loads in 4 bits either way.
+    pub load_in_4bit: bool,
     /// The split: `.parquet` / `.csv` from `prepare_data`, or the reference's `test_pairs.csv`.
     pub data: PathBuf,
     /// Rows sampled as `df.sample(n, random_state=seed)` (`None`: every row, in file order).
@@ -82,6 +85,7 @@ impl EvaluateConfig {
         Self {
             model: model.into(),
             adapter: None,
+            load_in_4bit: false,
             data: data.into(),
             sample: Some(500),
             seed: 42,
@@ -179,6 +183,9 @@ pub struct MetricsJson {
     pub model: String,
     /// The adapter folder, if any.
     pub adapter: Option<String>,
+    /// Whether the base projections were quantized to NF4 while loading.
+    #[serde(default)]
+    pub load_in_4bit: bool,
     /// The split file as given.
     pub data: String,
     /// Rows in the split file.
@@ -298,7 +305,10 @@ pub fn evaluate_on<B: Backend>(
     // Model.
     let t0 = Instant::now();
     progress.start(Stage::Load, 1);
-    let p = load_pretrained::<B>(&cfg.model, device)?;
+    let opts = LoadOptions {
+        load_in_4bit: cfg.load_in_4bit,
+    };
+    let p = load_pretrained_with::<B>(&cfg.model, device, opts)?;
     let mut model = p.model;
     if let Some(dir) = &cfg.adapter {
         model.load_adapter(dir)?;
@@ -442,6 +452,7 @@ pub fn evaluate_on<B: Backend>(
         tool: format!("bioalign-study {}", env!("CARGO_PKG_VERSION")),
         model: cfg.model.display().to_string(),
         adapter: cfg.adapter.as_ref().map(|a| a.display().to_string()),
+        load_in_4bit: cfg.load_in_4bit,
         data: cfg.data.display().to_string(),
         data_rows: all.len(),
         sample: cfg.sample,

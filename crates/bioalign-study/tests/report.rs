@@ -109,6 +109,7 @@ fn write_eval_folder(
         tool: "test".into(),
         model: "synthetic-model".into(),
         adapter: (shift > 1.0).then(|| "synthetic-adapter".into()),
+        load_in_4bit: false,
         data: "synthetic.parquet".into(),
         data_rows: 3 * N,
         sample: Some(N),
