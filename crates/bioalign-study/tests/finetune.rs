@@ -323,3 +323,32 @@ fn a_peft_adapter_works_in_evaluate() -> Result<()> {
     assert!(worst < 1e-3, "max |ours - PEFT| = {worst}");
     Ok(())
 }
+
+/// A diverging run (learning rate 1e12) stops at the first non-finite loss with the
+/// trainer's message, and writes no adapter.
+#[test]
+fn a_nan_loss_stops_with_a_clear_error() -> Result<()> {
+    let Some((model, csv)) = inputs() else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("ctd");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    data_folder(&csv, 8, &data)?;
+    let out = tmp.path().join("adapter");
+    let mut cfg = small_config(&model, &data, &out);
+    cfg.eval_rows = 0;
+    cfg.train.lr = 1e12;
+    cfg.train.warmup = 0;
+    let e = finetune(&cfg, &NoProgress).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Lora(bioalign_lora::Error::NonFiniteLoss { step, .. }) if *step >= 2
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("loss is"), "{e}");
+    assert!(!out.join("adapter_model.safetensors").exists());
+    Ok(())
+}
