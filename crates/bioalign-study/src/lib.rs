@@ -27,6 +27,7 @@ pub mod output;
 pub mod progress;
 pub mod provenance;
 pub mod report;
+pub mod reproduce;
 pub mod sample;
 pub mod stats;
 pub mod zero_shot;
