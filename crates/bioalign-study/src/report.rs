@@ -394,7 +394,7 @@ pub fn compare(c: &Comparison, cfg: &CompareConfig, out: &Path) -> Result<Compar
     projection_scatter(
         &out.join(&proj),
         &format!(
-            "t-SNE of the first {m} sentence embeddings: base (silhouette {:.3}) | fine-tuned ({:.3})",
+            "t-SNE, first {m} rows: base (silhouette {:.3}) | fine-tuned ({:.3})",
             mb.embeddings.silhouette_tsne, mt.embeddings.silhouette_tsne
         ),
         &[
