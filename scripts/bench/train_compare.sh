@@ -14,7 +14,10 @@
 # / seconds in training steps (train_log.csv for ours, the same sum for PyTorch); peak RSS =
 # the process's maximum resident set size measured by /usr/bin/time for both; the processes'
 # CPU time (user + sys, loading included) is printed too, a figure less sensitive than wall
-# time to other load on the machine.
+# time to other load on the machine, and the median of the per-step tokens/s. On a shared
+# machine run it when nothing else is busy: with THREADS=2 torch's OpenMP threads slow down
+# by 10-40x on any step where another process holds a core (seen here), so compare the
+# per-step figures (stderr for PyTorch, train_log.csv for ours) before trusting the ratios.
 # Needs: cargo, /tmp/bioalign-ref/bin/python (torch, transformers, peft, bitsandbytes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,6 +65,9 @@ ours_rss, ours_cpu = timing("ours")
 t = json.loads(open(f"{w}/torch.json").read().strip().splitlines()[-1])
 torch_rss, torch_cpu = timing("torch")
 mib = 1 << 20
+med = lambda v: sorted(v)[len(v) // 2]
+ours_med = med([float(r["tokens_per_s"]) for r in rows])
+torch_med = med(t["step_tokens_per_s"])
 print(f"steps {len(rows)} (ours) / {t['steps']} (PyTorch), threads {t['threads']}, loss {t['loss']}-only")
 print(f"ours:    {ours_tps:8.1f} tokens/s ({tok:.0f} tokens in {sec:.1f} s), peak RSS {ours_rss / mib:7.1f} MiB, "
       f"process CPU time {ours_cpu:.1f} s")
@@ -71,4 +77,6 @@ print(f"PyTorch: {t['tokens_per_s']:8.1f} tokens/s ({t['tokens']} tokens in {t['
 print(f"ratios:  tokens/s ours/PyTorch = {ours_tps / t['tokens_per_s']:.2f}x (target >= 2); "
       f"peak RSS ours/PyTorch = {ours_rss / torch_rss:.2f} (target <= 0.25); "
       f"CPU seconds PyTorch/ours (whole process, load included) = {torch_cpu / ours_cpu:.2f}x")
+print(f"median step tokens/s (robust to a few steps slowed by other load): ours {ours_med:.1f}, "
+      f"PyTorch {torch_med:.1f}, ours/PyTorch = {ours_med / torch_med:.2f}x")
 EOF

@@ -204,6 +204,7 @@ def main() -> None:
         "grad_accum": a.grad_accum, "trainable_params": n_trainable,
         "tokens": total_tokens, "train_s": train_s, "tokens_per_s": total_tokens / train_s,
         "load_s": load_s, "peak_rss_bytes": peak, "last_loss": log[-1]["loss"],
+        "step_tokens_per_s": [r["tokens_per_s"] for r in log],
     }))
 
 
