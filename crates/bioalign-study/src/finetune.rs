@@ -41,6 +41,7 @@ use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 use crate::error::{Error, Result, file_err, invalid};
 use crate::evaluate::read_split;
 use crate::progress::{Progress, Stage};
+use crate::provenance::peak_rss_bytes;
 use crate::sample::sample_rows;
 
 /// File names written into the output folder besides the trainer's.
@@ -292,21 +293,6 @@ pub fn hold_out(n: usize, eval_rows: usize, seed: u64) -> Result<(Vec<usize>, Ve
     }
     let train = (0..n).filter(|&i| !is_held[i]).collect();
     Ok((train, held))
-}
-
-/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), where the
-/// system reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 /// What to fine-tune on what, and how.
@@ -757,12 +743,5 @@ mod tests {
         assert_eq!(hold_out(50, 10, 42).unwrap(), (train, held));
         assert!(hold_out(5, 5, 42).is_err());
         assert_eq!(hold_out(5, 0, 42).unwrap().1, Vec::<usize>::new());
-    }
-
-    #[test]
-    fn peak_rss_is_read_on_linux() {
-        if cfg!(target_os = "linux") {
-            assert!(peak_rss_bytes().is_some_and(|b| b > 1 << 20));
-        }
     }
 }
