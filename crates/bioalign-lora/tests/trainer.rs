@@ -12,6 +12,7 @@ use bioalign_lora::trainer::{eval_loss, latest_checkpoint};
 use bioalign_lora::{
     AdapterSlot, CausalLm, Error, Example, LoraModel, LossMode, Result, TrainConfig, train,
 };
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use common::*;
@@ -163,9 +164,12 @@ fn resume_equals_uninterrupted_bit_for_bit() -> Result<()> {
 }
 
 /// Tiny, with an LM head that returns NaN from its `poison_at`-th call on.
+#[derive(Module, Debug)]
 struct Poisoned<B: Backend> {
     inner: Tiny<B>,
+    #[module(skip)]
     calls: Cell<usize>,
+    #[module(skip)]
     poison_at: usize,
 }
 
