@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use bioalign_models::CpuDevice;
 use bioalign_models::embed::{Layers, Pooling};
-use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 use clap::{Parser, ValueEnum};
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -148,26 +148,12 @@ fn main() -> Result<()> {
     anyhow::ensure!(!texts.is_empty(), "{}: no rows", args.input.display());
     let device = CpuDevice::default();
     let t0 = Instant::now();
-    let opts = LoadOptions {
-        load_in_4bit: args.load_in_4bit,
-    };
-    let p = load_pretrained_with::<Cpu>(&args.model, &device, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let tok = p
-        .tokenizer
-        .context("the model folder has no tokenizer.json")?;
-    let mut model = p.model;
-    if let Some(dir) = &args.adapter {
-        let lora = model
-            .load_adapter(dir)
-            .with_context(|| format!("loading the adapter {}", dir.display()))?;
-        eprintln!(
-            "adapter {} (r {}, alpha {})",
-            dir.display(),
-            lora.r,
-            lora.lora_alpha
-        );
-    }
+    let (model, tok) = bioalign_examples::load_model(
+        &args.model,
+        args.load_in_4bit,
+        args.adapter.as_deref(),
+        &device,
+    )?;
     eprintln!(
         "loaded {} in {:.2} s",
         args.model.display(),

@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use bioalign_models::CpuDevice;
 use bioalign_models::generate::{GenerateOptions, Sampling};
-use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -55,27 +55,13 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let device = CpuDevice::default();
     let t0 = Instant::now();
-    let opts = LoadOptions {
-        load_in_4bit: args.load_in_4bit,
-    };
-    let p = load_pretrained_with::<Cpu>(&args.model, &device, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let (model, tok) = bioalign_examples::load_model(
+        &args.model,
+        args.load_in_4bit,
+        args.adapter.as_deref(),
+        &device,
+    )?;
     let load_s = t0.elapsed().as_secs_f64();
-    let tok = p
-        .tokenizer
-        .context("the model folder has no tokenizer.json")?;
-    let mut model = p.model;
-    if let Some(dir) = &args.adapter {
-        let lora = model
-            .load_adapter(dir)
-            .with_context(|| format!("loading the adapter {}", dir.display()))?;
-        eprintln!(
-            "adapter {} (r {}, alpha {})",
-            dir.display(),
-            lora.r,
-            lora.lora_alpha
-        );
-    }
     let prompt = tok.encode(&args.prompt, true)?;
     let sampling = match args.temperature {
         None => Sampling::Greedy,

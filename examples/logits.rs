@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use bioalign_models::CpuDevice;
 use bioalign_models::model::Logits;
-use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
 use clap::Parser;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -47,26 +47,12 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = CpuDevice::default();
-    let opts = LoadOptions {
-        load_in_4bit: args.load_in_4bit,
-    };
-    let p = load_pretrained_with::<Cpu>(&args.model, &device, opts)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let tok = p
-        .tokenizer
-        .context("the model has no tokenizer (tokenizer.json or GGUF metadata)")?;
-    let mut model = p.model;
-    if let Some(dir) = &args.adapter {
-        let lora = model
-            .load_adapter(dir)
-            .with_context(|| format!("loading the adapter {}", dir.display()))?;
-        eprintln!(
-            "adapter {} (r {}, alpha {})",
-            dir.display(),
-            lora.r,
-            lora.lora_alpha
-        );
-    }
+    let (model, tok) = bioalign_examples::load_model(
+        &args.model,
+        args.load_in_4bit,
+        args.adapter.as_deref(),
+        &device,
+    )?;
     let vocab = model.config.vocab_size;
     // name -> (shape, little-endian bytes, dtype)
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = Vec::new();
