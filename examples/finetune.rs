@@ -128,6 +128,11 @@ struct Args {
     /// Batch rows of similar length together (less padding).
     #[arg(long)]
     group_by_length: bool,
+    /// Threads running a step's micro-batches side by side, each on its own model
+    /// replica (0: one per core, at most --grad-accum). The adapter is the same bit
+    /// for bit whatever the count.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 struct Bars {
@@ -209,6 +214,7 @@ fn main() -> Result<()> {
     t.eval_every = (args.eval_every > 0).then_some(args.eval_every);
     t.checkpoint_every = (args.checkpoint_every > 0).then_some(args.checkpoint_every);
     t.stop_after = args.stop_after;
+    t.workers = args.workers;
     cfg.load_in_4bit = args.load_in_4bit;
     cfg.gradient_checkpointing = args.gradient_checkpointing;
     cfg.resume = args.resume;

@@ -163,6 +163,30 @@ fn resume_equals_uninterrupted_bit_for_bit() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn parallel_micro_batches_give_the_same_adapter_bit_for_bit() -> Result<()> {
+    // Micro-batches run side by side on model replicas; gradients are summed in
+    // micro-batch order, so any worker count gives the sequential result exactly
+    // (dropout 0.1 in `run`: masks follow the micro-batch, not the worker).
+    let mut c = cfg();
+    c.grad_accum = 3;
+    c.checkpoint_every = None;
+    let mut results = Vec::new();
+    for workers in [1, 2, 3] {
+        c.workers = workers;
+        let dir = tempfile::tempdir().unwrap();
+        results.push(run(dir.path(), &c, false)?);
+    }
+    assert_eq!(results[1], results[0], "2 workers vs 1");
+    assert_eq!(results[2], results[0], "3 workers vs 1");
+    let untrained = {
+        let lora = lora_cfg();
+        adapter_bits(&Tiny::<Ad>::new(&lora, 21, &Default::default()))
+    };
+    assert_ne!(results[0].0, untrained, "training changed nothing");
+    Ok(())
+}
+
 /// Tiny, with an LM head that returns NaN from its `poison_at`-th call on.
 #[derive(Module, Debug)]
 struct Poisoned<B: Backend> {
@@ -209,6 +233,9 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
     let mut c = cfg();
     c.checkpoint_every = Some(2);
     c.eval_every = None;
+    // One worker: the poison counts LM-head calls on this model (a replica would
+    // count its own).
+    c.workers = 1;
     let out = tempfile::tempdir().unwrap();
     // grad_accum 2: calls 1-6 are steps 1-3, call 7 is step 4's first micro-batch.
     let e = train(

@@ -102,6 +102,12 @@ pub struct TrainConfig {
     /// Stop after this many steps as if interrupted (for time-boxed jobs and tests);
     /// the schedule still spans `max_steps`.
     pub stop_after: Option<usize>,
+    /// Threads that run a step's micro-batches side by side, each on its own replica
+    /// of the model (data parallelism on one device); 0 = one per core, at most
+    /// `grad_accum`. The gradients are summed in micro-batch order, so the adapter is
+    /// the same bit for bit whatever the count.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 impl Default for TrainConfig {
@@ -125,11 +131,23 @@ impl Default for TrainConfig {
             checkpoint_every: None,
             eval_every: None,
             stop_after: None,
+            workers: 0,
         }
     }
 }
 
 impl TrainConfig {
+    /// The worker count [`train`] uses: `workers`, or with 0 one per available core;
+    /// never more than `grad_accum`.
+    pub fn workers(&self) -> usize {
+        let n = if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        };
+        n.clamp(1, self.grad_accum.max(1))
+    }
+
     /// Checks the flags; the error names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: &str| {
@@ -348,6 +366,113 @@ pub fn write_loss_png(path: &Path, log: &[LogRow]) -> Result<()> {
     Ok(())
 }
 
+/// One micro-batch of an optimizer step.
+struct MicroJob {
+    micro: usize,
+    batch: Batch,
+}
+
+/// What a micro-batch gave: its loss and, when the loss is finite, the gradient of
+/// every adapter tensor (visit order, A then B; `None` where it got none).
+struct MicroDone {
+    micro: usize,
+    loss: f32,
+    grads: Vec<Option<Vec<f32>>>,
+}
+
+/// The step a micro-batch belongs to (for its dropout masks and loss scale).
+#[derive(Clone, Copy)]
+struct StepContext {
+    seed: u64,
+    step: usize,
+    grad_accum: usize,
+}
+
+/// Forward and backward of one micro-batch on `model`.
+fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
+    model: &mut M,
+    job: &MicroJob,
+    ctx: StepContext,
+    device: &B::Device,
+) -> MicroDone {
+    set_dropout_seeds(model, Some((ctx.seed, ctx.step, job.micro)));
+    let loss = batch_loss(model, &job.batch, device);
+    let value = tensor_vec(loss.clone())[0];
+    if !value.is_finite() {
+        return MicroDone {
+            micro: job.micro,
+            loss: value,
+            grads: Vec::new(),
+        };
+    }
+    let grads = loss.div_scalar(ctx.grad_accum as f64).backward();
+    let mut out = Vec::new();
+    model.visit_adapters(&mut |_, slot| {
+        for p in [slot.lora_a(), slot.lora_b()] {
+            out.push(p.val().grad(&grads).map(tensor_vec));
+        }
+    });
+    MicroDone {
+        micro: job.micro,
+        loss: value,
+        grads: out,
+    }
+}
+
+/// Runs a step's micro-batches, `workers` at a time: worker 0 on `model`, the others
+/// on replicas made from its current values (`from_inner(valid())`: the same
+/// parameters as fresh autodiff leaves, so each backward walks its own graph).
+/// Results come back in micro-batch order, whatever finished first.
+fn run_micro_batches<B, M>(
+    model: &mut M,
+    jobs: &[MicroJob],
+    workers: usize,
+    ctx: StepContext,
+    device: &B::Device,
+) -> Vec<MicroDone>
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+{
+    let workers = workers.clamp(1, jobs.len().max(1));
+    if workers == 1 {
+        return jobs
+            .iter()
+            .map(|j| micro_step(model, j, ctx, device))
+            .collect();
+    }
+    let replicas: Vec<M> = (1..workers).map(|_| M::from_inner(model.valid())).collect();
+    let mut done = std::thread::scope(|s| {
+        let handles: Vec<_> = replicas
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut replica)| {
+                s.spawn(move || {
+                    jobs.iter()
+                        .skip(i + 1)
+                        .step_by(workers)
+                        .map(|j| micro_step(&mut replica, j, ctx, device))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut done: Vec<MicroDone> = jobs
+            .iter()
+            .step_by(workers)
+            .map(|j| micro_step(model, j, ctx, device))
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(d) => done.extend(d),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        done
+    });
+    done.sort_by_key(|d| d.micro);
+    done
+}
+
 /// Trains `model`'s adapters on `train` (evaluating on `eval`), writing checkpoints,
 /// `train_log.csv`, `loss.png` and the final PEFT adapter under `out`. With `resume`,
 /// continues from the latest checkpoint in `out`, to the same result as an
@@ -432,6 +557,7 @@ where
         let t0 = Instant::now();
         let mut acc: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0f32; n]).collect();
         let (mut loss_sum, mut tokens) = (0f64, 0usize);
+        let mut jobs = Vec::with_capacity(cfg.grad_accum);
         for micro in 0..cfg.grad_accum {
             if state.batch_in_epoch >= order.len() {
                 state.epoch += 1;
@@ -452,32 +578,31 @@ where
             seen += rows.len();
             let batch = make_batch(&rows, cfg.loss, cfg.max_len, cfg.pad_id);
             tokens += batch.tokens;
-            if batch.positions.is_empty() {
-                continue;
+            if !batch.positions.is_empty() {
+                jobs.push(MicroJob { micro, batch });
             }
-            set_dropout_seeds(model, Some((cfg.seed, state.step, micro)));
-            let loss = batch_loss(model, &batch, device);
-            let value = tensor_vec(loss.clone())[0];
-            if !value.is_finite() {
+        }
+        let ctx = StepContext {
+            seed: cfg.seed,
+            step: state.step,
+            grad_accum: cfg.grad_accum,
+        };
+        for done in run_micro_batches(model, &jobs, cfg.workers(), ctx, device) {
+            if !done.loss.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     step: state.step + 1,
-                    loss: value,
+                    loss: done.loss,
                     last_checkpoint,
                 });
             }
-            loss_sum += value as f64;
-            let grads = loss.div_scalar(cfg.grad_accum as f64).backward();
-            let mut k = 0;
-            model.visit_adapters(&mut |_, slot| {
-                for p in [slot.lora_a(), slot.lora_b()] {
-                    if let Some(g) = p.val().grad(&grads) {
-                        for (a, g) in acc[k].iter_mut().zip(tensor_vec(g)) {
-                            *a += g;
-                        }
+            loss_sum += done.loss as f64;
+            for (a, g) in acc.iter_mut().zip(done.grads) {
+                if let Some(g) = g {
+                    for (a, g) in a.iter_mut().zip(g) {
+                        *a += g;
                     }
-                    k += 1;
                 }
-            });
+            }
         }
         let grad_norm = match cfg.max_grad_norm {
             Some(m) => clip_grad_norm(&mut acc, m),
