@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p bioalign-examples --example reproduce -- \
-//!     [--model PATH] [--steps 100] [--sample 500] [--out out/reproduce] \
+//!     [--model PATH] [--steps 300] [--sample 500] [--out out/reproduce] \
+//!     [--template zero-shot|alpaca|sentence|FILE] \
 //!     [--ctd FILE | --data-dir DIR] [--seed 42] [--load-in-4bit true|false] \
 //!     [--skip-entity-heldout] [--batch-size 32] [--resamples 1000]
 //! ```
@@ -33,8 +34,13 @@ struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Optimizer steps of each fine-tuning.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 300)]
     steps: usize,
+    /// Training text: zero-shot (evaluate's prompt + " {answer}": the question the
+    /// zero-shot rules score), alpaca (the reference's text, which SmolLM2-135M does not
+    /// transfer to the zero-shot prompt), sentence, or a file with {text}/{answer}.
+    #[arg(long, default_value = "zero-shot")]
+    template: String,
     /// Rows evaluated per split.
     #[arg(long, default_value_t = 500)]
     sample: usize,
@@ -129,6 +135,7 @@ fn main() -> Result<()> {
     cfg.data_dir = args.data_dir;
     cfg.out = args.out;
     cfg.steps = args.steps;
+    cfg.template = args.template.parse().context("--template")?;
     cfg.sample = args.sample;
     cfg.seed = args.seed;
     cfg.load_in_4bit = args.load_in_4bit;

@@ -215,6 +215,13 @@ fn tiny_pipeline_writes_every_artefact_and_resumes() {
     assert_eq!(prov.model_files.len(), 1);
     assert_eq!(prov.model_files[0].sha256.len(), 64);
     assert_eq!(prov.flags["steps"], "2");
+    // The default training text is the zero-shot prompt, and the fine-tuning used it.
+    assert_eq!(prov.flags["template"], "zero-shot");
+    let ft: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/finetune_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ft["template"], "zero-shot", "{ft}");
     assert!(prov.dataset_card.is_some());
     let prov_stages: Vec<&str> = prov.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(prov_stages, &all[..7]);
