@@ -11,14 +11,13 @@
 //! (formats in docs/formats.md), with a progress bar per stage, then prints the table.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use bioalign_examples::Bars;
 use bioalign_metrics::{BootstrapConfig, ConfidenceInterval};
 use bioalign_models::embed::{Layers, Pooling};
-use bioalign_study::{EvaluateConfig, Progress, Stage, evaluate};
+use bioalign_study::{EvaluateConfig, evaluate};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PoolingArg {
@@ -88,42 +87,6 @@ struct Args {
     no_plots: bool,
 }
 
-struct Bars {
-    current: Mutex<Option<ProgressBar>>,
-}
-
-impl Progress for Bars {
-    fn start(&self, stage: Stage, total: u64) {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:>12} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(stage.name());
-        if let Ok(mut c) = self.current.lock() {
-            *c = Some(bar);
-        }
-    }
-    fn advance(&self, n: u64) {
-        if let Ok(c) = self.current.lock()
-            && let Some(b) = c.as_ref()
-        {
-            b.inc(n);
-        }
-    }
-    fn finish(&self, _: Stage) {
-        if let Ok(mut c) = self.current.lock()
-            && let Some(b) = c.take()
-        {
-            b.set_position(b.length().unwrap_or(0));
-            b.finish();
-        }
-    }
-}
-
 fn ci(c: &Option<ConfidenceInterval>) -> String {
     ci_p(c, 3)
 }
@@ -158,9 +121,7 @@ fn main() -> Result<()> {
     cfg.bootstrap = boot.clone();
     cfg.suite.bootstrap = boot;
     cfg.plots = !args.no_plots;
-    let bars = Bars {
-        current: Mutex::new(None),
-    };
+    let bars = Bars::new();
     let r = evaluate(&cfg, &args.out, &bars).with_context(|| {
         format!(
             "evaluating {} on {}",

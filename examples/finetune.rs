@@ -16,15 +16,14 @@
 //! A NaN or infinite loss stops the run with the step and the last good checkpoint.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use bioalign_examples::Bars;
 use bioalign_lora::optim::OptimizerKind;
 use bioalign_lora::{LossMode, TargetModules};
 use bioalign_study::finetune::{REFERENCE_TARGETS, Template};
-use bioalign_study::{FinetuneConfig, Progress, Stage, finetune};
+use bioalign_study::{FinetuneConfig, finetune};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LossArg {
@@ -135,55 +134,6 @@ struct Args {
     workers: usize,
 }
 
-struct Bars {
-    current: Mutex<Option<ProgressBar>>,
-}
-
-impl Progress for Bars {
-    fn start(&self, stage: Stage, total: u64) {
-        let bar = ProgressBar::new(total);
-        let template = if stage == Stage::Train {
-            "train [{bar:30}] {pos}/{len} {msg} | {elapsed_precise} eta {eta}"
-        } else {
-            "{msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise}"
-        };
-        bar.set_style(
-            ProgressStyle::with_template(template)
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_message(if stage == Stage::Train {
-            String::new()
-        } else {
-            stage.name().to_string()
-        });
-        if let Ok(mut c) = self.current.lock() {
-            *c = Some(bar);
-        }
-    }
-    fn advance(&self, n: u64) {
-        if let Ok(c) = self.current.lock()
-            && let Some(b) = c.as_ref()
-        {
-            b.inc(n);
-        }
-    }
-    fn finish(&self, _: Stage) {
-        if let Ok(mut c) = self.current.lock()
-            && let Some(b) = c.take()
-        {
-            b.finish();
-        }
-    }
-    fn message(&self, msg: &str) {
-        if let Ok(c) = self.current.lock()
-            && let Some(b) = c.as_ref()
-        {
-            b.set_message(msg.to_string());
-        }
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let mut cfg = FinetuneConfig::new(&args.model, &args.data, &args.out);
@@ -220,9 +170,7 @@ fn main() -> Result<()> {
     cfg.resume = args.resume;
     cfg.eval_rows = args.eval_rows;
 
-    let bars = Bars {
-        current: Mutex::new(None),
-    };
+    let bars = Bars::new();
     let s = finetune(&cfg, &bars).with_context(|| {
         format!(
             "fine-tuning {} on {}",

@@ -1,14 +1,18 @@
 //! Thin command-line binaries over the BioAlign crates; see the `[[example]]`
 //! entries in this package's `Cargo.toml`. Logic lives in the `bioalign-*` crates;
-//! the one piece shared here is [`load_model`]: the model, its tokenizer and an optional
-//! PEFT adapter, as the `embed`, `generate` and `logits` examples load them.
+//! the pieces shared here are [`load_model`] (the model, its tokenizer and an optional
+//! PEFT adapter, as the `embed`, `generate` and `logits` examples load them) and
+//! [`Bars`] (the progress bars of `evaluate`, `finetune` and `reproduce`).
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use bioalign_models::model::CausalLm;
 use bioalign_models::tokenizer::TextTokenizer;
 use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
+use bioalign_study::{Progress, Stage};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Loads `model` (a `.gguf` file or a Hugging Face folder) on the CPU, in 4 bits on
 /// request, with its tokenizer, and applies the PEFT adapter in `adapter` if given
@@ -37,4 +41,81 @@ pub fn load_model(
         );
     }
     Ok((model, tok))
+}
+
+/// indicatif progress bars for bioalign-study's stages: one bar per stage (its name,
+/// position, elapsed time and ETA), the training stage with its loss / lr / tokens/s
+/// message after the bar, and an optional prefix (`reproduce`'s `[3/8] finetune`).
+#[derive(Default)]
+pub struct Bars {
+    prefix: Mutex<String>,
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    /// Bars without a prefix.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The text shown before every following bar.
+    pub fn set_prefix(&self, prefix: impl Into<String>) {
+        if let Ok(mut p) = self.prefix.lock() {
+            *p = prefix.into();
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, stage: Stage, total: u64) {
+        let prefix = self.prefix.lock().map(|p| p.clone()).unwrap_or_default();
+        let lead = if prefix.is_empty() {
+            ""
+        } else {
+            "{prefix:>26} "
+        };
+        let body = if stage == Stage::Train {
+            "train [{bar:30}] {pos}/{len} {msg} | {elapsed_precise} eta {eta}"
+        } else {
+            "{msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}"
+        };
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(&format!("{lead}{body}"))
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix);
+        if stage != Stage::Train {
+            bar.set_message(stage.name());
+        }
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(bar);
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(c) = self.current.lock()
+            && let Some(b) = c.as_ref()
+        {
+            b.inc(n);
+        }
+    }
+
+    fn message(&self, msg: &str) {
+        if let Ok(c) = self.current.lock()
+            && let Some(b) = c.as_ref()
+        {
+            b.set_message(msg.to_string());
+        }
+    }
+
+    fn finish(&self, _: Stage) {
+        if let Ok(mut c) = self.current.lock()
+            && let Some(b) = c.take()
+        {
+            b.set_position(b.length().unwrap_or(0));
+            b.finish();
+        }
+    }
 }

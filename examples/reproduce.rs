@@ -16,13 +16,11 @@
 //! stages are skipped and the fine-tuning resumes from its last checkpoint.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use bioalign_examples::Bars;
 use bioalign_study::reproduce::{ReproduceConfig, StageEvent, reproduce};
-use bioalign_study::{Progress, Stage};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -76,53 +74,6 @@ struct Args {
     silhouette_permutations: usize,
 }
 
-struct Bars {
-    prefix: Mutex<String>,
-    current: Mutex<Option<ProgressBar>>,
-}
-
-impl Progress for Bars {
-    fn start(&self, stage: Stage, total: u64) {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>26} {msg:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(stage.name());
-        if let Ok(p) = self.prefix.lock() {
-            bar.set_prefix(p.clone());
-        }
-        if let Ok(mut c) = self.current.lock() {
-            *c = Some(bar);
-        }
-    }
-    fn advance(&self, n: u64) {
-        if let Ok(c) = self.current.lock()
-            && let Some(b) = c.as_ref()
-        {
-            b.inc(n);
-        }
-    }
-    fn message(&self, msg: &str) {
-        if let Ok(c) = self.current.lock()
-            && let Some(b) = c.as_ref()
-        {
-            b.set_message(msg.to_string());
-        }
-    }
-    fn finish(&self, _: Stage) {
-        if let Ok(mut c) = self.current.lock()
-            && let Some(b) = c.take()
-        {
-            b.set_position(b.length().unwrap_or(0));
-            b.finish();
-        }
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let mut cfg = ReproduceConfig::new();
@@ -144,15 +95,10 @@ fn main() -> Result<()> {
     cfg.resamples = args.resamples;
     cfg.eval_rows = args.eval_rows;
     cfg.compare.permutations_silhouette = args.silhouette_permutations;
-    let bars = Bars {
-        prefix: Mutex::new(String::new()),
-        current: Mutex::new(None),
-    };
+    let bars = Bars::new();
     let mut on_stage = |e: StageEvent<'_>| match e {
         StageEvent::Start { index, total, name } => {
-            if let Ok(mut p) = bars.prefix.lock() {
-                *p = format!("[{index}/{total}] {name}");
-            }
+            bars.set_prefix(format!("[{index}/{total}] {name}"));
             // Stages without their own progress (prepare, report) get a spinner line.
             eprintln!("[{index}/{total}] {name} ...");
         }

@@ -3,7 +3,8 @@
 # PEFT + bitsandbytes (scripts/bench/train_peft.py), one after the other on the same machine,
 # same model (SmolLM2-135M-Instruct GGUF), same rows, template (Alpaca, response-only loss),
 # batch 2 x grad-accum 4, r 16 / alpha 32 on the 7 projections, NF4 base, 8-bit AdamW,
-# STEPS optimizer steps, THREADS threads.
+# STEPS optimizer steps, THREADS threads (ours: THREADS micro-batch workers, rayon pool of
+# THREADS).
 #
 #   bash scripts/bench/train_compare.sh            # STEPS=20 THREADS=2
 #   STEPS=10 bash scripts/bench/train_compare.sh
@@ -44,7 +45,8 @@ echo "== bioalign finetune" >&2
 rm -rf "$WORK/ours"
 RAYON_NUM_THREADS=$THREADS /usr/bin/time -f "%M %U %S" -o "$WORK/ours.time" \
   "$TARGET/release/examples/finetune" --model "$MODEL" --data "$ROWS" --out "$WORK/ours" \
-  --max-steps "$STEPS" --load-in-4bit --eval-rows 0 --eval-every 0 --checkpoint-every 0 >&2
+  --max-steps "$STEPS" --load-in-4bit --eval-rows 0 --eval-every 0 --checkpoint-every 0 \
+  --workers "$THREADS" >&2
 
 echo "== transformers + PEFT + bitsandbytes" >&2
 OMP_NUM_THREADS=$THREADS /usr/bin/time -f "%M %U %S" -o "$WORK/torch.time" \
