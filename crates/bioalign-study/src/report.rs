@@ -552,6 +552,57 @@ fn fmt_bytes(b: Option<u64>) -> String {
     b.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
 }
 
+/// The sentence under each table that says in words which changes are significant
+/// at the 5% level (two-sided p < 0.05), the first measure (the study's zero-shot
+/// rule) first.
+pub fn significance_summary(c: &ComparisonReport) -> String {
+    let verdict = |ch: &Change| match ch.p_value {
+        Some(p) if p < 0.05 => "significant at the 5% level",
+        Some(_) => "not significant at the 5% level",
+        None => "not tested",
+    };
+    let mut out = String::new();
+    if let Some(m) = c.measures.first() {
+        let ch = &m.change;
+        let direction = if ch.diff > 0.0 {
+            "higher than"
+        } else if ch.diff < 0.0 {
+            "lower than"
+        } else {
+            "equal to"
+        };
+        let _ = write!(
+            out,
+            "**{}: the fine-tuned model is {direction} its base ({:.3} -> {:.3}, {:+.3}, p {}): {}.**",
+            m.name,
+            ch.base,
+            ch.tuned,
+            ch.diff,
+            ch.p_value.map_or("n/a".into(), fmt_pv),
+            verdict(ch)
+        );
+    }
+    let (sig, not): (Vec<&Measure>, Vec<&Measure>) = c
+        .measures
+        .iter()
+        .skip(1)
+        .filter(|m| m.change.p_value.is_some())
+        .partition(|m| m.change.p_value.is_some_and(|p| p < 0.05));
+    let list = |ms: &[&Measure]| {
+        ms.iter()
+            .map(|m| format!("{} ({:+.3})", m.name, m.change.diff))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if !sig.is_empty() {
+        let _ = write!(out, " Also significant at 5%: {}.", list(&sig));
+    }
+    if !not.is_empty() {
+        let _ = write!(out, " Not significant: {}.", list(&not));
+    }
+    out
+}
+
 /// `report.md` for `r`.
 pub fn markdown(r: &ReportJson) -> String {
     let mut s = String::new();
@@ -599,6 +650,7 @@ pub fn markdown(r: &ReportJson) -> String {
             );
         }
         let _ = writeln!(s);
+        let _ = writeln!(s, "{}\n", significance_summary(c));
         if let Some(t) = &c.training {
             let eval = match (t.first_eval_loss, t.last_eval_loss) {
                 (Some(a), Some(b)) => format!("; held-out loss {a:.4} -> {b:.4}"),

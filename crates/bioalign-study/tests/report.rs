@@ -15,7 +15,9 @@ use bioalign_metrics::{
 use bioalign_study::evaluate::{MetricsJson, RuleScores, Timings, ZeroShotScores, files};
 use bioalign_study::output::{Prediction, write_embeddings, write_predictions};
 use bioalign_study::provenance::{FileHash, Provenance, StageRecord};
-use bioalign_study::report::{Comparison, ReportJson, files as report_files, write_report};
+use bioalign_study::report::{
+    Comparison, ReportJson, files as report_files, significance_summary, write_report,
+};
 use bioalign_study::stats::{CompareConfig, TestMethod};
 use bioalign_study::zero_shot::{AnswerToken, AnswerTokens};
 
@@ -280,6 +282,22 @@ fn report_from_synthetic_folders_writes_every_artefact() {
     assert!(md.contains("| KG separation |"));
     assert!(md.contains("## Provenance"));
     assert!(md.contains("ba7816bf8f01cfea"));
+    // The report says in words whether the headline change is significant.
+    let verdict = format!(
+        "**{}: the fine-tuned model is higher than its base (0.500 -> 0.950, +0.450, p ",
+        cmp.measures[0].name
+    );
+    assert!(md.contains(&verdict), "{md}");
+    assert!(md.contains("): significant at the 5% level.**"), "{md}");
+    let mut weak = cmp.clone();
+    weak.measures[0].change.p_value = Some(0.2);
+    weak.measures[0].change.diff = -0.01;
+    let line = significance_summary(&weak);
+    assert!(line.contains("is lower than its base"), "{line}");
+    assert!(
+        line.contains("p 0.2000): not significant at the 5% level.**"),
+        "{line}"
+    );
     for f in &cmp.figures {
         let bytes = std::fs::read(out.join(&f.file)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", f.file);
