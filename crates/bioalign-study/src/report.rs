@@ -595,10 +595,10 @@ pub fn significance_summary(c: &ComparisonReport) -> String {
             .join("; ")
     };
     if !sig.is_empty() {
-        let _ = write!(out, " Also significant at 5%: {}.", list(&sig));
+        let _ = write!(out, " Other measures significant at 5%: {}.", list(&sig));
     }
     if !not.is_empty() {
-        let _ = write!(out, " Not significant: {}.", list(&not));
+        let _ = write!(out, " Not significant at 5%: {}.", list(&not));
     }
     out
 }
