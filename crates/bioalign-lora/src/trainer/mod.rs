@@ -422,24 +422,27 @@ fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
 /// Runs a step's micro-batches, `workers` at a time: worker 0 on `model`, the others
 /// on replicas made from its current values (`from_inner(valid())`: the same
 /// parameters as fresh autodiff leaves, so each backward walks its own graph).
-/// Results come back in micro-batch order, whatever finished first.
+/// `sink` sees the results in micro-batch order, whatever finished first; with one
+/// worker it sees each as soon as it is done (one micro-batch's gradients alive at a
+/// time, and an error from `sink` stops the step there).
 fn run_micro_batches<B, M>(
     model: &mut M,
     jobs: &[MicroJob],
     workers: usize,
     ctx: StepContext,
     device: &B::Device,
-) -> Vec<MicroDone>
+    mut sink: impl FnMut(MicroDone) -> Result<()>,
+) -> Result<()>
 where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
 {
     let workers = workers.clamp(1, jobs.len().max(1));
     if workers == 1 {
-        return jobs
-            .iter()
-            .map(|j| micro_step(model, j, ctx, device))
-            .collect();
+        for j in jobs {
+            sink(micro_step(model, j, ctx, device))?;
+        }
+        return Ok(());
     }
     let replicas: Vec<M> = (1..workers).map(|_| M::from_inner(model.valid())).collect();
     let mut done = std::thread::scope(|s| {
@@ -470,7 +473,7 @@ where
         done
     });
     done.sort_by_key(|d| d.micro);
-    done
+    done.into_iter().try_for_each(sink)
 }
 
 /// Trains `model`'s adapters on `train` (evaluating on `eval`), writing checkpoints,
@@ -587,12 +590,12 @@ where
             step: state.step,
             grad_accum: cfg.grad_accum,
         };
-        for done in run_micro_batches(model, &jobs, cfg.workers(), ctx, device) {
+        run_micro_batches(model, &jobs, cfg.workers(), ctx, device, |done| {
             if !done.loss.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     step: state.step + 1,
                     loss: done.loss,
-                    last_checkpoint,
+                    last_checkpoint: last_checkpoint.clone(),
                 });
             }
             loss_sum += done.loss as f64;
@@ -603,7 +606,8 @@ where
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         let grad_norm = match cfg.max_grad_norm {
             Some(m) => clip_grad_norm(&mut acc, m),
             None => crate::optim::global_norm(&acc),
