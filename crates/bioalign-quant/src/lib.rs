@@ -15,6 +15,9 @@
 //! - `nf4_linear` (feature `burn`): `Nf4Linear<B>`, the frozen NF4 projection as a
 //!   burn module, fused on burn-flex, with an autodiff backward that gives the
 //!   weight no gradient.
+//! - [`cube`] (feature `cubecl`, turned on by `cuda` and `wgpu`): the same layer on
+//!   CubeCL backends, with the weight kept packed on the device and a CubeCL
+//!   dequantization kernel.
 //!
 //! Non-finite input is an error ([`Error::NonFinite`]); bitsandbytes would
 //! silently turn the whole block into NaN.
@@ -22,6 +25,8 @@
 pub mod blockwise;
 pub mod checkpoint;
 pub mod codebook;
+#[cfg(feature = "cubecl")]
+pub mod cube;
 pub mod double_quant;
 pub mod dynamic_map;
 mod error;

@@ -34,6 +34,9 @@ pub struct Nf4Packed {
     absmax: Vec<f32>,
     rows: usize,
     cols: usize,
+    /// Copies uploaded to CubeCL devices (feature `cubecl`).
+    #[cfg(feature = "cubecl")]
+    device: crate::cube::DeviceCache,
 }
 
 impl Nf4Packed {
@@ -55,6 +58,8 @@ impl Nf4Packed {
             absmax,
             rows,
             cols,
+            #[cfg(feature = "cubecl")]
+            device: Default::default(),
         })
     }
 
@@ -75,6 +80,16 @@ impl Nf4Packed {
     /// The quantized tensor with its bitsandbytes state (for saving).
     pub fn quantized(&self) -> &Quantized4bit {
         &self.q
+    }
+
+    /// The f32 block scales (nested scales expanded), one per block.
+    pub fn absmax(&self) -> &[f32] {
+        &self.absmax
+    }
+
+    #[cfg(feature = "cubecl")]
+    pub(crate) fn device_cache(&self) -> &crate::cube::DeviceCache {
+        &self.device
     }
 
     /// Output features.
@@ -138,12 +153,6 @@ impl Nf4Backend for burn_flex::Flex {
         Self::float_from_data(TensorData::new(y, [m, w.rows()]), &device)
     }
 }
-
-/// burn-cuda: the default body (the weight is dequantized on the host, uploaded and
-/// multiplied by the backend's matmul). A CubeCL kernel that dequantizes in the
-/// kernel is not written yet.
-#[cfg(feature = "cuda")]
-impl Nf4Backend for burn::backend::Cuda {}
 
 #[derive(Debug)]
 struct Nf4MatmulBackward;
@@ -228,44 +237,44 @@ impl<B: Backend> Nf4Linear<B> {
 
 impl<B: Backend> Nf4Linear<B> {
     /// `[.., in] -> [.., out]` for any backend, without an [`Nf4Backend`] bound (for
-    /// models generic over `B: Backend`): burn-flex, `Autodiff<Flex>` and
-    /// `Autodiff<Flex, BalancedCheckpointing>` (gradient checkpointing) are recognized
-    /// at run time and take the fused kernel and the hand-written backward; any other
+    /// models generic over `B: Backend`): burn-flex, and with features `wgpu` / `cuda`
+    /// burn-wgpu / burn-cuda, each also under `Autodiff` (with or without gradient
+    /// checkpointing), are recognized at run time and take their [`Nf4Backend`] kernel
+    /// and the hand-written backward; any other
     /// backend dequantizes the weight and uses its own matmul (correct, and its
     /// autodiff then treats the dequantized weight as a constant: no gradient either).
     pub fn forward_any<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         use std::any::Any;
         let boxed: Box<dyn Any> = Box::new(x);
-        let boxed = match boxed.downcast::<Tensor<burn_flex::Flex, D>>() {
-            Ok(t) => {
-                let y = self.with_backend::<burn_flex::Flex>().forward(*t);
-                return *(Box::new(y) as Box<dyn Any>)
-                    .downcast::<Tensor<B, D>>()
-                    .expect("same backend type");
-            }
-            Err(b) => b,
-        };
-        let boxed = match boxed.downcast::<Tensor<Autodiff<burn_flex::Flex>, D>>() {
-            Ok(t) => {
-                let y = self.with_backend::<Autodiff<burn_flex::Flex>>().forward(*t);
-                return *(Box::new(y) as Box<dyn Any>)
-                    .downcast::<Tensor<B, D>>()
-                    .expect("same backend type");
-            }
-            Err(b) => b,
-        };
-        // Gradient checkpointing (burn's balanced strategy): the same fused kernel and
-        // backward; the op is compute-bound, so its output is kept, not recomputed.
-        type Ckpt = Autodiff<burn_flex::Flex, BalancedCheckpointing>;
-        let boxed = match boxed.downcast::<Tensor<Ckpt, D>>() {
-            Ok(t) => {
-                let y = self.with_backend::<Ckpt>().forward(*t);
-                return *(Box::new(y) as Box<dyn Any>)
-                    .downcast::<Tensor<B, D>>()
-                    .expect("same backend type");
-            }
-            Err(b) => b,
-        };
+        // Runs the fused path when the input is a `Tensor<$b, D>` for a backend
+        // with an `Nf4Backend` implementation, else hands the box on.
+        macro_rules! try_backend {
+            ($boxed:expr, $b:ty) => {
+                match $boxed.downcast::<Tensor<$b, D>>() {
+                    Ok(t) => {
+                        let y = self.with_backend::<$b>().forward(*t);
+                        return *(Box::new(y) as Box<dyn Any>)
+                            .downcast::<Tensor<B, D>>()
+                            .expect("same backend type");
+                    }
+                    Err(b) => b,
+                }
+            };
+        }
+        // Each backend plain, under autodiff, and under gradient checkpointing
+        // (burn's balanced strategy: the op is compute-bound, so its output is kept).
+        macro_rules! try_backends {
+            ($boxed:expr, $b:ty) => {{
+                let b = try_backend!($boxed, $b);
+                let b = try_backend!(b, Autodiff<$b>);
+                try_backend!(b, Autodiff<$b, BalancedCheckpointing>)
+            }};
+        }
+        let boxed = try_backends!(boxed, burn_flex::Flex);
+        #[cfg(feature = "wgpu")]
+        let boxed = try_backends!(boxed, burn::backend::Wgpu);
+        #[cfg(feature = "cuda")]
+        let boxed = try_backends!(boxed, burn::backend::Cuda);
         let x = *boxed
             .downcast::<Tensor<B, D>>()
             .expect("the input's own type");
