@@ -23,6 +23,23 @@ pub type Cpu = burn_flex::Flex;
 /// The CPU device.
 pub type CpuDevice = burn_flex::FlexDevice;
 
+/// burn-cuda (feature `cuda`): the same decoder on an NVIDIA GPU, NF4 layers through
+/// bioalign-quant's CubeCL kernels.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+
+/// A CUDA device (`CudaDevice::new(index)`).
+#[cfg(feature = "cuda")]
+pub type CudaDevice = burn::backend::cuda::CudaDevice;
+
+/// burn-wgpu (feature `wgpu`): the same decoder on a Vulkan / Metal / DX12 device.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+
+/// A wgpu device (`WgpuDevice::DefaultDevice` picks the best adapter).
+#[cfg(feature = "wgpu")]
+pub type WgpuDevice = burn::backend::wgpu::WgpuDevice;
+
 /// Where `datasets/fetch.sh models` puts SmolLM2-135M-Instruct, relative to
 /// [`bioalign_io::data_dir`].
 pub const SMOLLM2_GGUF: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";

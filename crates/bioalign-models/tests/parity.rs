@@ -4,68 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use bioalign_models::model::Logits;
 use bioalign_models::{Cpu, CpuDevice, Result, load_pretrained};
-use safetensors::SafeTensors;
-
-struct Case {
-    ids: Vec<u32>,
-    mask: Vec<u32>,
-    shape: Vec<usize>,
-    logits: Vec<f32>,
-    hidden: Vec<Vec<f32>>,
-}
-
-fn floats(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    let v = st.tensor(name).unwrap();
-    v.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn ints(st: &SafeTensors<'_>, name: &str) -> (Vec<u32>, Vec<usize>) {
-    let v = st.tensor(name).unwrap();
-    let out = v
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
-    (out, v.shape().to_vec())
-}
-
-fn case(dir: &Path, batch: &str, n_layers: usize) -> Case {
-    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let (ids, shape) = ints(&st, &format!("{batch}.input_ids"));
-    let (mask, _) = ints(&st, &format!("{batch}.attention_mask"));
-    Case {
-        ids,
-        mask,
-        shape,
-        logits: floats(&st, &format!("{batch}.logits")),
-        hidden: (0..=n_layers)
-            .map(|i| floats(&st, &format!("{batch}.hidden.{i}")))
-            .collect(),
-    }
-}
-
-/// Largest |a - b| over the real positions of `[b, s, d]` tensors.
-fn masked_diff(a: &[f32], b: &[f32], mask: &[u32], d: usize) -> f32 {
-    assert_eq!(a.len(), b.len());
-    assert_eq!(a.len(), mask.len() * d);
-    let mut m = 0f32;
-    for (p, &real) in mask.iter().enumerate() {
-        if real == 1 {
-            for j in 0..d {
-                m = m.max((a[p * d + j] - b[p * d + j]).abs());
-            }
-        }
-    }
-    m
-}
+use common::{case, masked_diff};
 
 fn run(name: &str) -> Result<()> {
     let dir = common::fixtures().join("tiny").join(name);

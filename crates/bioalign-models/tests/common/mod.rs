@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
 
 /// The committed fixtures folder.
 pub fn fixtures() -> PathBuf {
@@ -30,4 +32,63 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// One batch of a tiny-model fixture: inputs and transformers' outputs.
+pub struct Case {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u32>,
+    pub shape: Vec<usize>,
+    pub logits: Vec<f32>,
+    pub hidden: Vec<Vec<f32>>,
+}
+
+fn floats(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    let v = st.tensor(name).unwrap();
+    v.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn ints(st: &SafeTensors<'_>, name: &str) -> (Vec<u32>, Vec<usize>) {
+    let v = st.tensor(name).unwrap();
+    let out = v
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    (out, v.shape().to_vec())
+}
+
+/// Batch `batch` (`right` or `left` padded) of `dir/expected.safetensors`.
+pub fn case(dir: &Path, batch: &str, n_layers: usize) -> Case {
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (ids, shape) = ints(&st, &format!("{batch}.input_ids"));
+    let (mask, _) = ints(&st, &format!("{batch}.attention_mask"));
+    Case {
+        ids,
+        mask,
+        shape,
+        logits: floats(&st, &format!("{batch}.logits")),
+        hidden: (0..=n_layers)
+            .map(|i| floats(&st, &format!("{batch}.hidden.{i}")))
+            .collect(),
+    }
+}
+
+/// Largest |a - b| over the real positions of `[b, s, d]` tensors.
+pub fn masked_diff(a: &[f32], b: &[f32], mask: &[u32], d: usize) -> f32 {
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), mask.len() * d);
+    let mut m = 0f32;
+    for (p, &real) in mask.iter().enumerate() {
+        if real == 1 {
+            for j in 0..d {
+                m = m.max((a[p * d + j] - b[p * d + j]).abs());
+            }
+        }
+    }
+    m
 }
