@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p bioalign-examples --example embed -- \
 //!     --model PATH [--adapter DIR] --input FILE(.csv|.parquet) --out FILE.safetensors \
-//!     [--pooling mean|last|mean-padded] [--layers last|all] [--logits] [--batch-size 32]
+//!     [--pooling mean|last|mean-padded] [--layers last|all] [--logits] [--batch-size 32] \
+//!     [--device cpu|cuda[:N]|wgpu]
 //! ```
 //!
 //! See `--help` for the tensor names written.
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bioalign_models::CpuDevice;
+use bioalign_models::DeviceChoice;
 use bioalign_models::embed::{Layers, Pooling};
+use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -77,6 +79,10 @@ struct Args {
     /// the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Backend and device: cpu (default), cuda or cuda:N (build with `--features cuda`),
+    /// wgpu (build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn read_texts(path: &Path) -> Result<Vec<String>> {
@@ -143,16 +149,19 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    bioalign_examples::on_device!(args.device, run(&args))
+}
+
+fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be positive");
     let texts = read_texts(&args.input)?;
     anyhow::ensure!(!texts.is_empty(), "{}: no rows", args.input.display());
-    let device = CpuDevice::default();
     let t0 = Instant::now();
-    let (model, tok) = bioalign_examples::load_model(
+    let (model, tok) = bioalign_examples::load_model::<B>(
         &args.model,
         args.load_in_4bit,
         args.adapter.as_deref(),
-        &device,
+        device,
     )?;
     eprintln!(
         "loaded {} in {:.2} s",

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p bioalign-examples --example evaluate -- \
 //!     --model PATH [--adapter DIR] [--load-in-4bit] --data FILE [--sample 500 --seed 42] --out DIR \
-//!     [--pooling mean|last|mean-padded] [--layers last|all] [--batch-size 32]
+//!     [--pooling mean|last|mean-padded] [--layers last|all] [--batch-size 32] \
+//!     [--device cpu|cuda[:N]|wgpu]
 //! ```
 //!
 //! Writes `DIR/metrics.json`, `DIR/predictions.parquet`, `DIR/embeddings.safetensors`,
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use bioalign_examples::Bars;
 use bioalign_metrics::{BootstrapConfig, ConfidenceInterval};
+use bioalign_models::DeviceChoice;
 use bioalign_models::embed::{Layers, Pooling};
 use bioalign_study::{EvaluateConfig, evaluate};
 use clap::{Parser, ValueEnum};
@@ -85,6 +87,10 @@ struct Args {
     /// Skip the PNG plots.
     #[arg(long)]
     no_plots: bool,
+    /// Backend and device: cpu (default), cuda or cuda:N (build with `--features cuda`),
+    /// wgpu (build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn ci(c: &Option<ConfidenceInterval>) -> String {
@@ -101,6 +107,7 @@ fn main() -> Result<()> {
     let mut cfg = EvaluateConfig::new(&args.model, &args.data);
     cfg.adapter = args.adapter.clone();
     cfg.load_in_4bit = args.load_in_4bit;
+    cfg.device = args.device;
     cfg.sample = (!args.all_rows).then_some(args.sample);
     cfg.seed = args.seed;
     cfg.batch_size = args.batch_size;

@@ -6,7 +6,7 @@
 //!     --model PATH --data DIR --out DIR [--template alpaca|zero-shot|sentence|FILE] \
 //!     [--loss response|full] [--r 16 --alpha 32 --dropout 0 --targets q_proj,k_proj,...] \
 //!     [--lr 2e-4 --batch 2 --grad-accum 4 --max-steps 2000 --warmup 10 --optim adamw|adamw8bit] \
-//!     [--load-in-4bit] [--seed 42] [--resume]
+//!     [--load-in-4bit] [--seed 42] [--resume] [--device cpu|cuda[:N]|wgpu]
 //! ```
 //!
 //! `--data` is `prepare_data`'s folder (its `train.parquet`; a seeded `--eval-rows` slice
@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use bioalign_examples::Bars;
 use bioalign_lora::optim::OptimizerKind;
 use bioalign_lora::{LossMode, TargetModules};
+use bioalign_models::DeviceChoice;
 use bioalign_study::finetune::{REFERENCE_TARGETS, Template};
 use bioalign_study::{FinetuneConfig, finetune};
 use clap::{Parser, ValueEnum};
@@ -132,6 +133,10 @@ struct Args {
     /// for bit whatever the count.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Backend and device: cpu (default), cuda or cuda:N (build with `--features cuda`),
+    /// wgpu (build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn main() -> Result<()> {
@@ -166,6 +171,7 @@ fn main() -> Result<()> {
     t.stop_after = args.stop_after;
     t.workers = args.workers;
     cfg.load_in_4bit = args.load_in_4bit;
+    cfg.device = args.device;
     cfg.gradient_checkpointing = args.gradient_checkpointing;
     cfg.resume = args.resume;
     cfg.eval_rows = args.eval_rows;

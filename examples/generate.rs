@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p bioalign-examples --example generate -- \
-//!     --model PATH [--adapter DIR] --prompt TEXT [--max-new-tokens N] [--temperature T --seed S]
+//!     --model PATH [--adapter DIR] --prompt TEXT [--max-new-tokens N] [--temperature T --seed S] \
+//!     [--device cpu|cuda[:N]|wgpu]
 //! ```
 //!
 //! `PATH` is a Hugging Face folder (config.json, safetensors, tokenizer.json) or a `.gguf`
@@ -13,8 +14,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use bioalign_models::CpuDevice;
+use bioalign_models::DeviceChoice;
 use bioalign_models::generate::{GenerateOptions, Sampling};
+use burn::tensor::backend::Backend;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -49,17 +51,24 @@ struct Args {
     /// the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Backend and device: cpu (default), cuda or cuda:N (build with `--features cuda`),
+    /// wgpu (build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let device = CpuDevice::default();
+    bioalign_examples::on_device!(args.device, run(&args))
+}
+
+fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
     let t0 = Instant::now();
-    let (model, tok) = bioalign_examples::load_model(
+    let (model, tok) = bioalign_examples::load_model::<B>(
         &args.model,
         args.load_in_4bit,
         args.adapter.as_deref(),
-        &device,
+        device,
     )?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt = tok.encode(&args.prompt, true)?;

@@ -10,20 +10,45 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use bioalign_models::model::CausalLm;
 use bioalign_models::tokenizer::TextTokenizer;
-use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
+use bioalign_models::{LoadOptions, load_pretrained_with};
 use bioalign_study::{Progress, Stage};
+use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Loads `model` (a `.gguf` file or a Hugging Face folder) on the CPU, in 4 bits on
+/// Calls `f::<B>(args.., &device)` with the backend and device of a
+/// [`bioalign_models::DeviceChoice`] (`--device cpu|cuda[:N]|wgpu`); a device whose
+/// backend was not compiled in (features `cuda`, `wgpu` of this package) is an error
+/// naming the feature.
+#[macro_export]
+macro_rules! on_device {
+    ($choice:expr, $f:ident ( $($arg:expr),* )) => {{
+        let choice: bioalign_models::DeviceChoice = $choice;
+        choice.check_compiled()?;
+        match choice {
+            #[cfg(feature = "cuda")]
+            bioalign_models::DeviceChoice::Cuda(i) => {
+                $f::<bioalign_models::Cuda>($($arg,)* &bioalign_models::CudaDevice::new(i))
+            }
+            #[cfg(feature = "wgpu")]
+            bioalign_models::DeviceChoice::Wgpu => {
+                $f::<bioalign_models::Wgpu>($($arg,)* &bioalign_models::WgpuDevice::default())
+            }
+            // `check_compiled` let only the CPU through otherwise.
+            _ => $f::<bioalign_models::Cpu>($($arg,)* &bioalign_models::CpuDevice::default()),
+        }
+    }};
+}
+
+/// Loads `model` (a `.gguf` file or a Hugging Face folder) on `device`, in 4 bits on
 /// request, with its tokenizer, and applies the PEFT adapter in `adapter` if given
 /// (printing its rank and alpha to stderr).
-pub fn load_model(
+pub fn load_model<B: Backend>(
     model: &Path,
     load_in_4bit: bool,
     adapter: Option<&Path>,
-    device: &CpuDevice,
-) -> Result<(CausalLm<Cpu>, TextTokenizer)> {
-    let p = load_pretrained_with::<Cpu>(model, device, LoadOptions { load_in_4bit })
+    device: &B::Device,
+) -> Result<(CausalLm<B>, TextTokenizer)> {
+    let p = load_pretrained_with::<B>(model, device, LoadOptions { load_in_4bit })
         .with_context(|| format!("loading {}", model.display()))?;
     let tok = p
         .tokenizer

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p bioalign-examples --example logits -- \
 //!     --model PATH [--adapter DIR] [--load-in-4bit] --prompt TEXT [--prompt TEXT ...] \
-//!     --out FILE.safetensors
+//!     --out FILE.safetensors [--device cpu|cuda[:N]|wgpu]
 //! ```
 //!
 //! Each prompt is tokenized with the model's tokenizer (special tokens included) and run
@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use bioalign_models::CpuDevice;
+use bioalign_models::DeviceChoice;
 use bioalign_models::model::Logits;
+use burn::tensor::backend::Backend;
 use clap::Parser;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -42,16 +43,23 @@ struct Args {
     /// Output .safetensors file (written atomically).
     #[arg(long)]
     out: PathBuf,
+    /// Backend and device: cpu (default), cuda or cuda:N (build with `--features cuda`),
+    /// wgpu (build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let device = CpuDevice::default();
-    let (model, tok) = bioalign_examples::load_model(
+    bioalign_examples::on_device!(args.device, run(&args))
+}
+
+fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
+    let (model, tok) = bioalign_examples::load_model::<B>(
         &args.model,
         args.load_in_4bit,
         args.adapter.as_deref(),
-        &device,
+        device,
     )?;
     let vocab = model.config.vocab_size;
     // name -> (shape, little-endian bytes, dtype)

@@ -7,7 +7,8 @@
 //!     [--model PATH] [--steps 300] [--sample 500] [--out out/reproduce] \
 //!     [--template zero-shot|alpaca|sentence|FILE] \
 //!     [--ctd FILE | --data-dir DIR] [--seed 42] [--load-in-4bit true|false] \
-//!     [--skip-entity-heldout] [--batch-size 32] [--resamples 1000]
+//!     [--skip-entity-heldout] [--batch-size 32] [--resamples 1000] \
+//!     [--device cpu|cuda[:N]|wgpu]
 //! ```
 //!
 //! Writes `DIR/report.md`, `DIR/report.json` and the PNG figures (formats in
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use bioalign_examples::Bars;
+use bioalign_models::DeviceChoice;
 use bioalign_study::reproduce::{ReproduceConfig, StageEvent, reproduce};
 use clap::Parser;
 
@@ -72,6 +74,10 @@ struct Args {
     /// Permutations of the t-SNE silhouette test (two t-SNEs each).
     #[arg(long, default_value_t = 19)]
     silhouette_permutations: usize,
+    /// Backend and device: cpu (default), cuda or cuda:N (build with `--features cuda`),
+    /// wgpu (build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn main() -> Result<()> {
@@ -90,6 +96,7 @@ fn main() -> Result<()> {
     cfg.sample = args.sample;
     cfg.seed = args.seed;
     cfg.load_in_4bit = args.load_in_4bit;
+    cfg.device = args.device;
     cfg.entity_heldout = !args.skip_entity_heldout;
     cfg.batch_size = args.batch_size;
     cfg.resamples = args.resamples;

@@ -187,6 +187,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// An unknown device name, or a device whose backend this build lacks.
+    #[error("{message}")]
+    Device {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Result type of this crate.

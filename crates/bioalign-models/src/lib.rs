@@ -4,6 +4,7 @@
 //!   Q4_0, Q4_1, Q4_K and Q6_K tensors.
 
 pub mod config;
+pub mod device;
 pub mod embed;
 pub mod error;
 pub mod generate;
@@ -13,6 +14,7 @@ pub mod pretrained;
 pub mod tokenizer;
 pub mod weights;
 
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use pretrained::{Pretrained, load_pretrained, load_pretrained_with};
 pub use weights::LoadOptions;

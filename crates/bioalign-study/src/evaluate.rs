@@ -16,7 +16,7 @@ use bioalign_metrics::{
     SuiteReport, accuracy, bootstrap_ci, classification_report, layer_profile, roc_auc,
 };
 use bioalign_models::embed::{Layers, Pooling};
-use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
+use bioalign_models::{Cpu, CpuDevice, DeviceChoice, LoadOptions, load_pretrained_with};
 
 use crate::embed::embed_texts;
 use crate::error::{Result, file_err, invalid};
@@ -76,6 +76,8 @@ pub struct EvaluateConfig {
     pub rsa_max_genes: usize,
     /// Draw the PNG plots.
     pub plots: bool,
+    /// The backend and device (`cpu` by default; `cuda[:N]` and `wgpu` with their features).
+    pub device: DeviceChoice,
 }
 
 impl EvaluateConfig {
@@ -97,6 +99,7 @@ impl EvaluateConfig {
             bootstrap: Some(BootstrapConfig::default()),
             rsa_max_genes: 2000,
             plots: true,
+            device: DeviceChoice::Cpu,
         }
     }
 
@@ -273,9 +276,27 @@ fn rule_scores(
     })
 }
 
-/// Runs the evaluation on the CPU backend (see [`evaluate_on`]).
+/// Runs the evaluation on `cfg.device`'s backend (see [`evaluate_on`]).
 pub fn evaluate(cfg: &EvaluateConfig, out: &Path, progress: &dyn Progress) -> Result<MetricsJson> {
-    evaluate_on::<Cpu>(cfg, out, &CpuDevice::default(), progress)
+    cfg.device.check_compiled()?;
+    match cfg.device {
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => evaluate_on::<bioalign_models::Cuda>(
+            cfg,
+            out,
+            &bioalign_models::CudaDevice::new(i),
+            progress,
+        ),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => evaluate_on::<bioalign_models::Wgpu>(
+            cfg,
+            out,
+            &bioalign_models::WgpuDevice::default(),
+            progress,
+        ),
+        // `check_compiled` let only the CPU through otherwise.
+        _ => evaluate_on::<Cpu>(cfg, out, &CpuDevice::default(), progress),
+    }
 }
 
 /// Runs the evaluation on backend `B` and writes every artefact into `out`.

@@ -36,7 +36,7 @@ use bioalign_ctd::{Fields, ZERO_SHOT_TEMPLATE};
 use bioalign_lora::{LoraConfig, TrainConfig};
 use bioalign_models::model::CausalLm;
 use bioalign_models::tokenizer::TextTokenizer;
-use bioalign_models::{Cpu, CpuDevice, LoadOptions, load_pretrained_with};
+use bioalign_models::{Cpu, CpuDevice, DeviceChoice, LoadOptions, load_pretrained_with};
 
 use crate::error::{Error, Result, file_err, invalid};
 use crate::evaluate::read_split;
@@ -318,6 +318,9 @@ pub struct FinetuneConfig {
     pub resume: bool,
     /// Training rows held out for the periodic held-out loss (0: none).
     pub eval_rows: usize,
+    /// The backend and device (`cpu` by default; `cuda[:N]` and `wgpu` with their features).
+    #[serde(default)]
+    pub device: DeviceChoice,
 }
 
 impl FinetuneConfig {
@@ -347,6 +350,7 @@ impl FinetuneConfig {
             gradient_checkpointing: false,
             resume: false,
             eval_rows: 100,
+            device: DeviceChoice::Cpu,
         }
     }
 
@@ -393,14 +397,36 @@ pub struct FinetuneSummary {
     pub trainable_params: usize,
 }
 
-/// Fine-tunes on the CPU backend: reads and tokenizes the rows, loads the model,
-/// attaches adapters, trains, and writes everything into `cfg.out`.
+/// Fine-tunes on `cfg.device`'s backend (see [`finetune_on`]): reads and tokenizes
+/// the rows, loads the model, attaches adapters, trains, and writes everything into
+/// `cfg.out`.
 pub fn finetune(cfg: &FinetuneConfig, progress: &dyn Progress) -> Result<FinetuneSummary> {
-    let device = CpuDevice::default();
-    if cfg.gradient_checkpointing {
-        finetune_on::<Autodiff<Cpu, BalancedCheckpointing>>(cfg, &device, progress)
-    } else {
-        finetune_on::<Autodiff<Cpu>>(cfg, &device, progress)
+    cfg.device.check_compiled()?;
+    // Parallel micro-batches run on CPU replicas; one device runs one at a time.
+    let mut one = cfg.clone();
+    if cfg.device != DeviceChoice::Cpu && cfg.train.workers == 0 {
+        one.train.workers = 1;
+    }
+    let cfg = &one;
+    macro_rules! on {
+        ($b:ty, $device:expr) => {
+            if cfg.gradient_checkpointing {
+                finetune_on::<Autodiff<$b, BalancedCheckpointing>>(cfg, &$device, progress)
+            } else {
+                finetune_on::<Autodiff<$b>>(cfg, &$device, progress)
+            }
+        };
+    }
+    match cfg.device {
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => on!(bioalign_models::Cuda, bioalign_models::CudaDevice::new(i)),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => on!(
+            bioalign_models::Wgpu,
+            bioalign_models::WgpuDevice::default()
+        ),
+        // `check_compiled` let only the CPU through otherwise.
+        _ => on!(Cpu, CpuDevice::default()),
     }
 }
 

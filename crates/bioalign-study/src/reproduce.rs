@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use bioalign_ctd::PrepareConfig;
 use bioalign_metrics::{BootstrapConfig, SuiteConfig, TsneConfig};
+use bioalign_models::DeviceChoice;
 
 use crate::error::{Result, file_err, invalid};
 use crate::evaluate::{EvaluateConfig, evaluate, read_split};
@@ -93,6 +94,9 @@ pub struct ReproduceConfig {
     /// Permutation counts and other statistics settings (its `bootstrap`, `seed`,
     /// `tsne` and `projection_rows` are overwritten from the fields above).
     pub compare: CompareConfig,
+    /// The backend and device of every model stage (`cpu` by default; `cuda[:N]` and
+    /// `wgpu` with their features).
+    pub device: DeviceChoice,
 }
 
 impl ReproduceConfig {
@@ -116,6 +120,7 @@ impl ReproduceConfig {
             resamples: 1000,
             eval_rows: 100,
             compare: CompareConfig::default(),
+            device: DeviceChoice::Cpu,
         }
     }
 
@@ -179,6 +184,10 @@ impl ReproduceConfig {
         put("batch-size", self.batch_size.to_string());
         put("resamples", self.resamples.to_string());
         put("eval-rows", self.eval_rows.to_string());
+        // Recorded only off the CPU, so ledgers written before the flag existed resume.
+        if self.device != DeviceChoice::Cpu {
+            put("device", self.device.to_string());
+        }
         put(
             "permutations",
             format!(
@@ -408,6 +417,7 @@ pub fn reproduce(
                 ec.batch_size = cfg.batch_size;
                 ec.bootstrap = Some(boot.clone());
                 ec.suite = suite;
+                ec.device = cfg.device;
                 let target = out.join(dir);
                 std::fs::create_dir_all(&target)
                     .map_err(|e| file_err(&target, format!("cannot create: {e}")))?;
@@ -432,6 +442,7 @@ pub fn reproduce(
                 fc.load_in_4bit = cfg.load_in_4bit;
                 fc.resume = true;
                 fc.eval_rows = cfg.eval_rows;
+                fc.device = cfg.device;
                 finetune(&fc, progress)?;
                 vec![
                     format!("{dir}/adapter_config.json"),

@@ -3,6 +3,8 @@
 //! every artefact exists and parses, one prediction per row, and both decision rules
 //! agree with a direct computation through bioalign-models' own `generate` and `embed`.
 
+mod common;
+
 use std::path::PathBuf;
 
 use bioalign_metrics::{BootstrapConfig, SuiteConfig, TsneConfig};
@@ -15,21 +17,6 @@ use bioalign_study::zero_shot::{AnswerTokens, log_probs, prompt};
 use bioalign_study::{
     Error, EvaluateConfig, MetricsJson, NoProgress, Result, contains_true, evaluate,
 };
-
-fn inputs() -> Option<(PathBuf, PathBuf)> {
-    let model = bioalign_models::smollm2_gguf_path();
-    let data = bioalign_io::data_mirror().join("seed-splits/test_pairs.csv");
-    for p in [&model, &data] {
-        if !p.exists() {
-            eprintln!(
-                "\n!!!!! SKIPPING: {} is absent; run `bash datasets/fetch.sh` / set BIOALIGN_DATA_MIRROR !!!!!\n",
-                p.display()
-            );
-            return None;
-        }
-    }
-    Some((model, data))
-}
 
 fn small_config(model: PathBuf, data: PathBuf) -> EvaluateConfig {
     let boot = BootstrapConfig {
@@ -56,7 +43,7 @@ fn small_config(model: PathBuf, data: PathBuf) -> EvaluateConfig {
 
 #[test]
 fn evaluate_writes_every_artefact_and_rules_match_direct_computation() -> Result<()> {
-    let Some((model_path, data)) = inputs() else {
+    let Some((model_path, data)) = common::smollm2_and_test_pairs() else {
         return Ok(());
     };
     let dir = tempfile::tempdir().expect("temp dir");

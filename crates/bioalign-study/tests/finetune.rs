@@ -6,7 +6,9 @@
 //! through `evaluate`'s `adapter` and changes the answers' log-probabilities exactly as
 //! the adapter attached by hand does. Bad inputs give errors naming the file.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use bioalign_lora::LoraConfig;
 use bioalign_metrics::{BootstrapConfig, SuiteConfig, TsneConfig};
@@ -20,29 +22,7 @@ use bioalign_study::{
     Error, EvaluateConfig, FinetuneConfig, FinetuneSummary, MetricsJson, NoProgress, Result,
     evaluate, finetune,
 };
-
-fn inputs() -> Option<(PathBuf, PathBuf)> {
-    let model = bioalign_models::smollm2_gguf_path();
-    let data = bioalign_io::data_mirror().join("seed-splits/test_pairs.csv");
-    for p in [&model, &data] {
-        if !p.exists() {
-            eprintln!(
-                "\n!!!!! SKIPPING: {} is absent; run `bash datasets/fetch.sh` / set BIOALIGN_DATA_MIRROR !!!!!\n",
-                p.display()
-            );
-            return None;
-        }
-    }
-    Some((model, data))
-}
-
-/// A `prepare_data`-like folder holding `train.parquet` with the first `n` rows of `csv`.
-fn data_folder(csv: &Path, n: usize, dir: &Path) -> Result<()> {
-    let rows = bioalign_ctd::read_csv(csv)?;
-    let picked: Vec<&bioalign_ctd::Example> = rows.iter().take(n).collect();
-    bioalign_ctd::write_parquet(&dir.join("train.parquet"), &picked)?;
-    Ok(())
-}
+use common::data_folder;
 
 fn small_config(model: &Path, data: &Path, out: &Path) -> FinetuneConfig {
     let mut cfg = FinetuneConfig::new(model, data, out);
@@ -87,7 +67,7 @@ fn small_eval(model: &Path, data: &Path) -> EvaluateConfig {
 
 #[test]
 fn finetune_resumes_writes_a_peft_adapter_and_evaluate_reloads_it() -> Result<()> {
-    let Some((model, csv)) = inputs() else {
+    let Some((model, csv)) = common::smollm2_and_test_pairs() else {
         return Ok(());
     };
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -252,7 +232,7 @@ fn bad_inputs_are_clear_errors() -> Result<()> {
 
 #[test]
 fn a_missing_adapter_folder_is_a_clear_error() {
-    let Some((model, csv)) = inputs() else {
+    let Some((model, csv)) = common::smollm2_and_test_pairs() else {
         return;
     };
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -271,7 +251,7 @@ fn a_missing_adapter_folder_is_a_clear_error() {
 /// `prompt.0.last`, the whole vocabulary at the last position of prompt 0).
 #[test]
 fn a_peft_adapter_works_in_evaluate() -> Result<()> {
-    let Some((model, csv)) = inputs() else {
+    let Some((model, csv)) = common::smollm2_and_test_pairs() else {
         return Ok(());
     };
     let peft = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -328,7 +308,7 @@ fn a_peft_adapter_works_in_evaluate() -> Result<()> {
 /// trainer's message, and writes no adapter.
 #[test]
 fn a_nan_loss_stops_with_a_clear_error() -> Result<()> {
-    let Some((model, csv)) = inputs() else {
+    let Some((model, csv)) = common::smollm2_and_test_pairs() else {
         return Ok(());
     };
     let tmp = tempfile::tempdir().expect("temp dir");

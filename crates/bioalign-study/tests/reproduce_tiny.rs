@@ -6,27 +6,14 @@
 //! that the entity-held-out side trained on its own split, and that a second run skips
 //! every finished stage and reproduces the same report.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use bioalign_study::MetricsJson;
 use bioalign_study::NoProgress;
 use bioalign_study::report::{ReportJson, files as report_files};
 use bioalign_study::reproduce::{ReproduceConfig, StageEvent, StagesFile, files, reproduce};
-
-fn inputs() -> Option<(PathBuf, PathBuf)> {
-    let model = bioalign_models::smollm2_gguf_path();
-    let ctd = bioalign_io::data_mirror().join("ctd/CTD_curated_genes_diseases.csv");
-    for p in [&model, &ctd] {
-        if !p.exists() {
-            eprintln!(
-                "\n!!!!! SKIPPING: {} is absent; run `bash datasets/fetch.sh` / set BIOALIGN_DATA_MIRROR !!!!!\n",
-                p.display()
-            );
-            return None;
-        }
-    }
-    Some((model, ctd))
-}
 
 /// The header lines and every 100th data row of the curated CTD file.
 fn tiny_ctd(src: &Path, dst: &Path) {
@@ -78,7 +65,7 @@ fn parse<T: serde::de::DeserializeOwned>(p: &Path) -> T {
 
 #[test]
 fn tiny_pipeline_writes_every_artefact_and_resumes() {
-    let Some((model, ctd)) = inputs() else {
+    let Some((model, ctd)) = common::smollm2_and("ctd/CTD_curated_genes_diseases.csv") else {
         return;
     };
     let tmp = tempfile::tempdir().expect("temp dir");
