@@ -138,20 +138,35 @@ pub trait Nf4Backend: Backend {
 
 impl Nf4Backend for burn_flex::Flex {
     fn nf4_matmul(x: FloatTensor<Self>, w: &Arc<Nf4Packed>) -> FloatTensor<Self> {
-        let device = Self::float_device(&x);
-        let t = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
-        let [m, k] = t.dims();
-        assert_eq!(k, w.cols(), "Nf4Linear: input features");
-        let xs = t
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 data after convert");
-        let mut y = vec![0f32; m * w.rows()];
-        kernels::matmul_nt(&xs, m, &w.weight(), &mut y, Isa::detect(), 0)
-            .expect("shapes checked above");
-        Self::float_from_data(TensorData::new(y, [m, w.rows()]), &device)
+        flex_product(x, w, w.cols(), w.rows(), kernels::matmul_nt)
     }
+
+    fn nf4_matmul_grad(dy: FloatTensor<Self>, w: &Arc<Nf4Packed>) -> FloatTensor<Self> {
+        flex_product(dy, w, w.rows(), w.cols(), kernels::matmul_nn)
+    }
+}
+
+/// A fused kernel on burn-flex: `x` `[m, k_in]` to `[m, n_out]` without an f32 weight.
+fn flex_product(
+    x: FloatTensor<burn_flex::Flex>,
+    w: &Nf4Packed,
+    k_in: usize,
+    n_out: usize,
+    kernel: fn(&[f32], usize, &Nf4Weight<'_>, &mut [f32], Isa, usize) -> Result<()>,
+) -> FloatTensor<burn_flex::Flex> {
+    type F = burn_flex::Flex;
+    let device = F::float_device(&x);
+    let t = Tensor::<F, 2>::from_primitive(TensorPrimitive::Float(x));
+    let [m, k] = t.dims();
+    assert_eq!(k, k_in, "Nf4Linear: input features");
+    let xs = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data after convert");
+    let mut y = vec![0f32; m * n_out];
+    kernel(&xs, m, &w.weight(), &mut y, Isa::detect(), 0).expect("shapes checked above");
+    F::float_from_data(TensorData::new(y, [m, n_out]), &device)
 }
 
 #[derive(Debug)]

@@ -65,6 +65,39 @@ proptest! {
         }
     }
 
+    /// The input gradient `y = x · dequant(W)` (`x` `[m, rows]`): every ISA and thread
+    /// count against the f64 product on the dequantized weight.
+    #[test]
+    fn input_gradient_product_matches_dense((rows, cols, bs, qt, data, m) in case()) {
+        let bs = BlockSize::new(bs).unwrap();
+        let (packed, absmax) = quantize_4bit(&data, bs, qt).unwrap();
+        let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, qt).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1).unwrap();
+        let x: Vec<f32> = (0..m * rows).map(|i| ((i * 41 % 103) as f32 - 51.0) / 26.0).collect();
+        for isa in Isa::all_available() {
+            for threads in [1, 3] {
+                let mut y = vec![f32::NAN; m * cols];
+                kernels::matmul_nn(&x, m, &w, &mut y, isa, threads).unwrap();
+                for i in 0..m {
+                    for k in 0..cols {
+                        let (mut want, mut mag) = (0f64, 0f64);
+                        for j in 0..rows {
+                            let p = x[i * rows + j] as f64 * deq[j * cols + k] as f64;
+                            want += p;
+                            mag += p.abs();
+                        }
+                        let got = y[i * cols + k] as f64;
+                        prop_assert!(
+                            (got - want).abs() <= 1e-5 * mag + 1e-6,
+                            "{isa:?}/{threads} y[{i}][{k}] {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn quantize_is_thread_invariant((_r, _c, bs, qt, data, t) in case()) {
         let bs = BlockSize::new(bs).unwrap();
@@ -157,6 +190,57 @@ fn shape_errors_are_reported() {
     let w = Nf4Weight::new(&packed, &absmax, 2, 32, BlockSize::DEFAULT, QuantType::Nf4).unwrap();
     let mut y = vec![0f32; 2];
     assert!(kernels::matmul_nt(&[1.0; 31], 1, &w, &mut y, Isa::detect(), 1).is_err());
+    // The input gradient takes `[m, rows]` and writes `[m, cols]`.
+    let mut g = vec![0f32; 32];
+    assert!(kernels::matmul_nn(&[1.0; 32], 1, &w, &mut g, Isa::detect(), 1).is_err());
+    assert!(kernels::matmul_nn(&[1.0; 2], 1, &w, &mut y, Isa::detect(), 1).is_err());
+    kernels::matmul_nn(&[1.0; 2], 1, &w, &mut g, Isa::detect(), 1).unwrap();
     let mut out = vec![0f32; 63];
     assert!(kernels::dequantize_f32(&w, &mut out, Isa::detect(), 1).is_err());
+}
+
+#[test]
+fn input_gradient_spans_several_tiles() -> bioalign_quant::Result<()> {
+    // rows 600 = two full 256-deep tiles and a partial one; cols 200 = three 64-wide
+    // tiles and a partial one; m 9 = a 6-row micro-kernel and three single rows.
+    let (rows, cols, m) = (600, 200, 9);
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 250.0)
+        .collect();
+    let (packed, absmax) = quantize_4bit(&data, BlockSize::DEFAULT, QuantType::Nf4)?;
+    let w = Nf4Weight::new(
+        &packed,
+        &absmax,
+        rows,
+        cols,
+        BlockSize::DEFAULT,
+        QuantType::Nf4,
+    )?;
+    let mut deq = vec![0f32; rows * cols];
+    kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1)?;
+    let x: Vec<f32> = (0..m * rows)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
+        .collect();
+    for isa in Isa::all_available() {
+        for threads in [1, 2, 3] {
+            let mut y = vec![f32::NAN; m * cols];
+            kernels::matmul_nn(&x, m, &w, &mut y, isa, threads)?;
+            for i in 0..m {
+                for k in 0..cols {
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for j in 0..rows {
+                        let p = x[i * rows + j] as f64 * deq[j * cols + k] as f64;
+                        want += p;
+                        mag += p.abs();
+                    }
+                    let got = y[i * cols + k] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * mag + 1e-6,
+                        "{isa:?}/{threads}: y[{i}][{k}] {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }

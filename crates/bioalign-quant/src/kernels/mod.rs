@@ -281,6 +281,25 @@ pub fn matmul_nt_f32(
     Ok(())
 }
 
+/// Fused `y = x · dequant(W)`, the input gradient of `x · dequant(W)ᵀ`: `x` is
+/// `[m, rows]`, `y` is `[m, cols]`, both row-major. The same tiling and
+/// micro-kernels as [`matmul_nt`]; a tile of `W` is dequantized straight into the
+/// packed layout (its rows are contiguous there), so nothing is transposed.
+pub fn matmul_nn(
+    x: &[f32],
+    m: usize,
+    w: &Nf4Weight<'_>,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    // `y = x · Vᵀ` with `V = Wᵀ`: `V` has `cols` rows of `rows` values.
+    check_mm(x, m, w.cols, w.rows, y)?;
+    let src = WeightSource::Nf4T(*w);
+    run_matmul(x, m, &src, w.cols, w.rows, y, isa.checked(), threads);
+    Ok(())
+}
+
 fn check_mm(x: &[f32], m: usize, rows: usize, cols: usize, y: &[f32]) -> Result<()> {
     if x.len() != m * cols {
         return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
@@ -291,20 +310,54 @@ fn check_mm(x: &[f32], m: usize, rows: usize, cols: usize, y: &[f32]) -> Result<
     Ok(())
 }
 
-/// Where the weight tiles come from.
+/// Where the weight tiles come from: the matrix `V` of `y = x · Vᵀ`.
 pub(crate) enum WeightSource<'a> {
+    /// `V = dequant(W)`.
     Nf4(Nf4Weight<'a>),
+    /// `V = W`, plain f32 `[rows, cols]`.
     F32 { w: &'a [f32], cols: usize },
+    /// `V = dequant(W)ᵀ` (the input gradient): row `r` of `V` is column `r` of `W`.
+    Nf4T(Nf4Weight<'a>),
 }
 
 impl WeightSource<'_> {
-    /// Row `r`, columns `k0..k0 + out.len()`, as f32.
+    /// Row `r` of `V`, columns `k0..k0 + out.len()`, as f32.
     #[inline]
     pub(crate) fn row_slice(&self, isa: Isa, r: usize, k0: usize, out: &mut [f32]) {
         match self {
             WeightSource::Nf4(w) => w.dequant_range(isa, r * w.cols + k0, out),
             WeightSource::F32 { w, cols } => {
                 out.copy_from_slice(&w[r * cols + k0..r * cols + k0 + out.len()])
+            }
+            // Strided through `W`; only the scalar reference GEMV reads `V` by rows.
+            WeightSource::Nf4T(w) => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    w.scalar_range((k0 + k) * w.cols + r, std::slice::from_mut(o));
+                }
+            }
+        }
+    }
+
+    /// The packed tile `tile[k][j] = V[n0 + j][k0 + k]` for `k < kc`, `j < nc`
+    /// (the rest of the `KC × NC` buffer is zero).
+    fn fill_tile(&self, isa: Isa, n0: usize, nc: usize, k0: usize, kc: usize, tile: &mut [f32]) {
+        tile.iter_mut().for_each(|v| *v = 0.0);
+        match self {
+            // `V[n0 + j][k0 + k] = W[k0 + k][n0 + j]`: row `k0 + k` of `W` is contiguous.
+            WeightSource::Nf4T(w) => {
+                for k in 0..kc {
+                    let dst = &mut tile[k * NC..k * NC + nc];
+                    w.dequant_range(isa, (k0 + k) * w.cols + n0, dst);
+                }
+            }
+            _ => {
+                let mut row = [0f32; KC];
+                for j in 0..nc {
+                    self.row_slice(isa, n0 + j, k0, &mut row[..kc]);
+                    for (k, &v) in row[..kc].iter().enumerate() {
+                        tile[k * NC + j] = v;
+                    }
+                }
             }
         }
     }
@@ -330,7 +383,8 @@ fn run_matmul(
     if m == 0 || rows == 0 {
         return;
     }
-    if m < GEMV_MAX_M {
+    // Row dot products need `V` by rows; for `Nf4T` those are strided, so it always tiles.
+    if m < GEMV_MAX_M && !matches!(src, WeightSource::Nf4T(_)) {
         // One thread per 2^20 weights: below that, spawning costs more than it saves.
         let t = thread_count(threads, rows * cols / (1 << 20) + 1);
         let per = rows.div_ceil(t);
@@ -391,18 +445,11 @@ fn gemm_rows(
     let mut out = vec![0f32; m * width];
     // Packed, transposed tile: tile[k][j] for k < KC, j < NC.
     let mut tile = vec![0f32; KC * NC];
-    let mut row = vec![0f32; KC];
     for n0 in (r0..r1).step_by(NC) {
         let nc = NC.min(r1 - n0);
         for k0 in (0..cols).step_by(KC) {
             let kc = KC.min(cols - k0);
-            tile.iter_mut().for_each(|v| *v = 0.0);
-            for j in 0..nc {
-                src.row_slice(isa, n0 + j, k0, &mut row[..kc]);
-                for (k, &v) in row[..kc].iter().enumerate() {
-                    tile[k * NC + j] = v;
-                }
-            }
+            src.fill_tile(isa, n0, nc, k0, kc, &mut tile);
             let ctx = TileCtx {
                 x,
                 cols,
