@@ -143,5 +143,58 @@ fn products(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, memcpy, dequantize_and_quantize, products);
+/// The input gradient of a frozen NF4 layer in training, `dX = dY · dequant(W)`
+/// (`dY` `[256, out]`: batch 2 × 128 tokens): the fused kernel against what burn-flex
+/// did before it, dequantizing the whole weight and calling its matmul (gemm).
+fn input_gradient(c: &mut Criterion) {
+    use burn::tensor::{Tensor, TensorData};
+    use burn_flex::{Flex, FlexDevice};
+    let isa = Isa::detect();
+    let mut g = config(c);
+    let m = 256;
+    for (label, rows, cols) in &SHAPES[..3] {
+        let (rows, cols) = (*rows, *cols);
+        let n = rows * cols;
+        let w = weights(n);
+        let (packed, absmax) =
+            quantize_4bit(&w, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
+        let nw = Nf4Weight::new(
+            &packed,
+            &absmax,
+            rows,
+            cols,
+            BlockSize::DEFAULT,
+            QuantType::Nf4,
+        )
+        .expect("weight");
+        let dy = weights(m * rows);
+        let mut dx = vec![0f32; m * cols];
+        g.throughput(Throughput::Elements((2 * m * n) as u64));
+        g.bench_function(BenchmarkId::new("input_grad256_nf4_fused", label), |b| {
+            b.iter(|| kernels::matmul_nn(black_box(&dy), m, &nw, &mut dx, isa, 0).expect("mm"));
+        });
+        let d = FlexDevice;
+        let dyt = Tensor::<Flex, 2>::from_data(TensorData::new(dy.clone(), [m, rows]), &d);
+        g.bench_function(
+            BenchmarkId::new("input_grad256_dequant_flex_matmul", label),
+            |b| {
+                b.iter(|| {
+                    let mut deq = vec![0f32; n];
+                    kernels::dequantize_f32(&nw, &mut deq, isa, 0).expect("dequant");
+                    let wt = Tensor::<Flex, 2>::from_data(TensorData::new(deq, [rows, cols]), &d);
+                    black_box(dyt.clone().matmul(wt).into_data())
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    memcpy,
+    dequantize_and_quantize,
+    products,
+    input_gradient
+);
 criterion_main!(benches);
