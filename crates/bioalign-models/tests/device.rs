@@ -14,31 +14,11 @@ mod common;
 use bioalign_models::generate::{GenerateOptions, Sampling};
 use bioalign_models::model::Logits;
 use bioalign_models::{
-    Cpu, CpuDevice, LoadOptions, Result, Wgpu, WgpuDevice, load_pretrained, load_pretrained_with,
+    Cpu, CpuDevice, LoadOptions, Result, Wgpu, WgpuDevice, load_pretrained_with,
 };
-use common::{case, masked_diff};
 
 fn parity_on_device(name: &str) -> Result<()> {
-    let dir = common::fixtures().join("tiny").join(name);
-    let device = WgpuDevice::default();
-    let model = load_pretrained::<Wgpu>(&dir, &device)?.model;
-    let n_layers = model.n_layers();
-    for batch in ["right", "left"] {
-        let c = case(&dir, batch, n_layers);
-        let out = model.forward(&c.ids, Some(&c.mask), c.shape[0], None, Logits::All, true)?;
-        let logits = out.logits.unwrap().into_data().to_vec::<f32>().unwrap();
-        let d = masked_diff(&logits, &c.logits, &c.mask, model.config.vocab_size);
-        println!("{name} {batch} on wgpu: logits max diff {d:e}");
-        assert!(d <= 1e-4, "{name} {batch}: logits differ by {d}");
-        let hs = out.hidden_states.unwrap();
-        assert_eq!(hs.len(), n_layers + 1);
-        for (i, (h, want)) in hs.into_iter().zip(&c.hidden).enumerate() {
-            let h = h.into_data().to_vec::<f32>().unwrap();
-            let d = masked_diff(&h, want, &c.mask, model.config.hidden_size);
-            assert!(d <= 1e-4, "{name} {batch}: hidden state {i} differs by {d}");
-        }
-    }
-    Ok(())
+    common::parity_on::<Wgpu>(name, &WgpuDevice::default())
 }
 
 #[test]

@@ -9,37 +9,7 @@ use bioalign_models::{Cpu, CpuDevice, Result, load_pretrained};
 use common::{case, masked_diff};
 
 fn run(name: &str) -> Result<()> {
-    let dir = common::fixtures().join("tiny").join(name);
-    let device = CpuDevice::default();
-    let p = load_pretrained::<Cpu>(&dir, &device)?;
-    let model = p.model;
-    let n_layers = model.n_layers();
-    for batch in ["right", "left"] {
-        let c = case(&dir, batch, n_layers);
-        let out = model.forward(&c.ids, Some(&c.mask), c.shape[0], None, Logits::All, true)?;
-        let logits = out.logits.unwrap().into_data().to_vec::<f32>().unwrap();
-        let vocab = model.config.vocab_size;
-        let d = masked_diff(&logits, &c.logits, &c.mask, vocab);
-        println!("{name} {batch}: logits max diff {d:e}");
-        let hs = out.hidden_states.unwrap();
-        for (i, (h, want)) in hs.iter().zip(&c.hidden).enumerate() {
-            let h = h.clone().into_data().to_vec::<f32>().unwrap();
-            let d = masked_diff(&h, want, &c.mask, model.config.hidden_size);
-            println!("{name} {batch}: hidden {i} max diff {d:e}");
-        }
-        assert!(d <= 1e-4, "{name} {batch}: logits differ by {d}");
-        assert_eq!(hs.len(), n_layers + 1);
-        for (i, (h, want)) in hs.into_iter().zip(&c.hidden).enumerate() {
-            let h = h.into_data().to_vec::<f32>().unwrap();
-            let d = masked_diff(&h, want, &c.mask, model.config.hidden_size);
-            assert!(d <= 1e-4, "{name} {batch}: hidden state {i} differs by {d}");
-        }
-        assert!(
-            logits.iter().all(|x| x.is_finite()),
-            "{name} {batch}: non-finite logits at padding"
-        );
-    }
-    Ok(())
+    common::parity_on::<Cpu>(name, &CpuDevice::default())
 }
 
 #[test]

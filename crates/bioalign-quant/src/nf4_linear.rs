@@ -146,13 +146,16 @@ impl Nf4Backend for burn_flex::Flex {
     }
 }
 
+/// [`kernels::matmul_nt`] or [`kernels::matmul_nn`].
+type FusedKernel = fn(&[f32], usize, &Nf4Weight<'_>, &mut [f32], Isa, usize) -> Result<()>;
+
 /// A fused kernel on burn-flex: `x` `[m, k_in]` to `[m, n_out]` without an f32 weight.
 fn flex_product(
     x: FloatTensor<burn_flex::Flex>,
     w: &Nf4Packed,
     k_in: usize,
     n_out: usize,
-    kernel: fn(&[f32], usize, &Nf4Weight<'_>, &mut [f32], Isa, usize) -> Result<()>,
+    kernel: FusedKernel,
 ) -> FloatTensor<burn_flex::Flex> {
     type F = burn_flex::Flex;
     let device = F::float_device(&x);

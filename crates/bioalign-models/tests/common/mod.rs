@@ -92,3 +92,43 @@ pub fn masked_diff(a: &[f32], b: &[f32], mask: &[u32], d: usize) -> f32 {
     }
     m
 }
+
+/// Loads the tiny fixture `name` on backend `B` and checks logits and every hidden state
+/// of both padded batches against transformers' (1e-4 at the real positions).
+pub fn parity_on<B: burn::tensor::backend::Backend>(
+    name: &str,
+    device: &B::Device,
+) -> bioalign_models::Result<()> {
+    let dir = fixtures().join("tiny").join(name);
+    let model = bioalign_models::load_pretrained::<B>(&dir, device)?.model;
+    let n_layers = model.n_layers();
+    let backend = std::any::type_name::<B>();
+    for batch in ["right", "left"] {
+        let c = case(&dir, batch, n_layers);
+        let out = model.forward(
+            &c.ids,
+            Some(&c.mask),
+            c.shape[0],
+            None,
+            bioalign_models::model::Logits::All,
+            true,
+        )?;
+        let logits = out.logits.unwrap().into_data().to_vec::<f32>().unwrap();
+        let d = masked_diff(&logits, &c.logits, &c.mask, model.config.vocab_size);
+        println!("{name} {batch} on {backend}: logits max diff {d:e}");
+        assert!(d <= 1e-4, "{name} {batch}: logits differ by {d}");
+        let hs = out.hidden_states.unwrap();
+        assert_eq!(hs.len(), n_layers + 1);
+        for (i, (h, want)) in hs.into_iter().zip(&c.hidden).enumerate() {
+            let h = h.into_data().to_vec::<f32>().unwrap();
+            let d = masked_diff(&h, want, &c.mask, model.config.hidden_size);
+            println!("{name} {batch} on {backend}: hidden {i} max diff {d:e}");
+            assert!(d <= 1e-4, "{name} {batch}: hidden state {i} differs by {d}");
+        }
+        assert!(
+            logits.iter().all(|x| x.is_finite()),
+            "{name} {batch}: non-finite logits at padding"
+        );
+    }
+    Ok(())
+}
