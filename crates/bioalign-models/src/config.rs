@@ -287,7 +287,7 @@ impl ModelConfig {
             original_max_position_embeddings: None,
             rms_norm_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
             rope_theta,
-            rope_scaling: None,
+            rope_scaling: gguf_rope_scaling(f, &arch, &source_name)?,
             rope_parameters: None,
             partial_rotary_factor: None,
             tie_word_embeddings: f.tensor("output.weight").is_err(),
@@ -565,6 +565,115 @@ impl ModelConfig {
         self.rope_with_source(source_name)?;
         Ok(())
     }
+}
+
+/// The rotary scaling a GGUF file stores, as the Hugging Face `rope_scaling` it stands for:
+/// - Phi-3's `rope_factors_short.weight` / `rope_factors_long.weight` tensors, with
+///   `{arch}.rope.scaling.original_context_length` and `{arch}.rope.scaling.attn_factor`
+///   (llama.cpp's convert_hf_to_gguf writes them from a `longrope` config): `longrope`.
+/// - llama.cpp's per-frequency divisors `rope_freqs.weight`, which convert_hf_to_gguf
+///   computes from a Llama 3.1 `llama3` config (frequency `i` turns at
+///   `base^(-2i/d) / rope_freqs[i]`): a `longrope` whose short and long factors are both
+///   those divisors and whose cos/sin scale is 1, which is the same rotation at every
+///   length. A `linear` `{arch}.rope.scaling.factor` multiplies them, as in llama.cpp.
+/// - `{arch}.rope.scaling.type` `linear` with `{arch}.rope.scaling.factor`: `linear`.
+///
+/// Anything else (`yarn`, an unknown type) is an error naming the key: a model loaded
+/// with the wrong rotation would still run, with quietly wrong outputs.
+fn gguf_rope_scaling(
+    f: &GgufFile,
+    arch: &str,
+    source_name: &str,
+) -> Result<Option<RopeScalingJson>> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let err = |field: String, message: String| Error::Config {
+        source_name: source_name.to_string(),
+        field,
+        message,
+    };
+    let opt_f64 = |k: &str| -> Result<Option<f64>> {
+        match f.metadata().get(&key(k)) {
+            None => Ok(None),
+            Some(_) => f.get_f64(&key(k)).map(Some),
+        }
+    };
+    let opt_usize = |k: &str| -> Result<Option<usize>> {
+        match f.metadata().get(&key(k)) {
+            None => Ok(None),
+            Some(_) => f.get_u64(&key(k)).map(|v| Some(v as usize)),
+        }
+    };
+    let factors = |name: &str| -> Result<Vec<f64>> {
+        Ok(f.dequantize(name)?.into_iter().map(f64::from).collect())
+    };
+    let ty = match f.metadata().get(&key("rope.scaling.type")) {
+        None => None,
+        Some(_) => Some(f.get_str(&key("rope.scaling.type"))?.to_string()),
+    };
+    let linear = match ty.as_deref() {
+        None | Some("none") => None,
+        Some("linear") => {
+            let factor = opt_f64("rope.scaling.factor")?.ok_or_else(|| {
+                err(
+                    key("rope.scaling.factor"),
+                    "required by rope scaling type linear".into(),
+                )
+            })?;
+            if !(factor.is_finite() && factor > 0.0) {
+                return Err(err(
+                    key("rope.scaling.factor"),
+                    format!("{factor} is not a positive number"),
+                ));
+            }
+            Some(factor)
+        }
+        // Phi-3 files may name the type; its factors come from the tensors below.
+        Some("longrope" | "su") => None,
+        Some(other) => {
+            return Err(err(
+                key("rope.scaling.type"),
+                format!("{other} not supported (none, linear, longrope; llama3 as rope_freqs)"),
+            ));
+        }
+    };
+    let has = |name: &str| f.tensor(name).is_ok();
+    if has("rope_factors_long.weight") || has("rope_factors_short.weight") {
+        let original = opt_usize("rope.scaling.original_context_length")?.ok_or_else(|| {
+            err(
+                key("rope.scaling.original_context_length"),
+                "required with rope_factors_long / rope_factors_short".into(),
+            )
+        })?;
+        return Ok(Some(RopeScalingJson {
+            rope_type: Some("longrope".into()),
+            short_factor: Some(factors("rope_factors_short.weight")?),
+            long_factor: Some(factors("rope_factors_long.weight")?),
+            original_max_position_embeddings: Some(original),
+            attention_factor: opt_f64("rope.scaling.attn_factor")?,
+            ..RopeScalingJson::default()
+        }));
+    }
+    if has("rope_freqs.weight") {
+        let scale = linear.unwrap_or(1.0);
+        let divisors: Vec<f64> = factors("rope_freqs.weight")?
+            .into_iter()
+            .map(|d| d * scale)
+            .collect();
+        let length = opt_usize("context_length")?.unwrap_or_else(default_max_pos);
+        return Ok(Some(RopeScalingJson {
+            rope_type: Some("longrope".into()),
+            short_factor: Some(divisors.clone()),
+            long_factor: Some(divisors),
+            original_max_position_embeddings: Some(length),
+            attention_factor: Some(1.0),
+            ..RopeScalingJson::default()
+        }));
+    }
+    Ok(linear.map(|factor| RopeScalingJson {
+        rope_type: Some("linear".into()),
+        factor: Some(factor),
+        ..RopeScalingJson::default()
+    }))
 }
 
 #[cfg(test)]

@@ -162,12 +162,27 @@ impl WeightSource for SafetensorsDir {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);
         };
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| st_err(path, e))?;
-        if !bioalign_quant::checkpoint::is_bnb_4bit(&st, name) {
+        let path = &self.files[i].0;
+        // The pieces of a 4-bit weight may sit in several shards: parse each shard that
+        // holds one of them.
+        let mut shards: Vec<(usize, SafeTensors<'_>)> = Vec::new();
+        for key in bioalign_quant::checkpoint::bnb_4bit_keys(name) {
+            let Some(&j) = self.index.get(&key) else {
+                continue;
+            };
+            if shards.iter().all(|(k, _)| *k != j) {
+                let (p, mmap) = &self.files[j];
+                shards.push((j, SafeTensors::deserialize(mmap).map_err(|e| st_err(p, e))?));
+            }
+        }
+        let lookup = Shards {
+            index: &self.index,
+            shards: &shards,
+        };
+        if !bioalign_quant::checkpoint::is_bnb_4bit(&lookup, name) {
             return Ok(None);
         }
-        let q = bioalign_quant::checkpoint::read_quantized(&st, name).map_err(|source| {
+        let q = bioalign_quant::checkpoint::read_quantized(&lookup, name).map_err(|source| {
             Error::Quant {
                 path: path.clone(),
                 tensor: name.to_string(),
@@ -175,6 +190,20 @@ impl WeightSource for SafetensorsDir {
             }
         })?;
         Ok(Some((q, path.clone())))
+    }
+}
+
+/// The parsed shards of a [`SafetensorsDir`] that hold the pieces of one 4-bit weight.
+struct Shards<'a> {
+    index: &'a BTreeMap<String, usize>,
+    shards: &'a [(usize, SafeTensors<'a>)],
+}
+
+impl bioalign_quant::checkpoint::TensorLookup for Shards<'_> {
+    fn view(&self, key: &str) -> Option<safetensors::tensor::TensorView<'_>> {
+        let j = self.index.get(key)?;
+        let (_, st) = self.shards.iter().find(|(k, _)| k == j)?;
+        st.tensor(key).ok()
     }
 }
 
@@ -293,6 +322,40 @@ fn rows(values: &[f32], cols: usize, start: usize, n: usize) -> Vec<f32> {
     values[start * cols..(start + n) * cols].to_vec()
 }
 
+/// A fused projection stored in 4 bits (`qkv_proj` / `gate_up_proj` of a Phi-3 bnb-4bit
+/// checkpoint), split by rows into NF4 projections without an f32 copy; `None` when it is
+/// stored densely.
+fn split_quantized<B: Backend>(
+    src: &dyn WeightSource,
+    name: &str,
+    counts: &[usize],
+    cols: usize,
+) -> Result<Option<Vec<Projection<B>>>> {
+    let Some((q, path)) = src.load_quantized(name)? else {
+        return Ok(None);
+    };
+    let rows: usize = counts.iter().sum();
+    if q.shape != [rows, cols] {
+        return Err(Error::Shape {
+            path,
+            tensor: name.to_string(),
+            expected: vec![rows, cols],
+            found: q.shape,
+        });
+    }
+    let quant_err = |source| Error::Quant {
+        path: path.clone(),
+        tensor: name.to_string(),
+        source,
+    };
+    q.split_rows(counts, name)
+        .map_err(quant_err)?
+        .into_iter()
+        .map(|part| Projection::nf4(part).map_err(quant_err))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
 impl<B: Backend> CausalLm<B> {
     /// Builds the decoder of `config` from `src` on `device`. Phi-3's fused `qkv_proj` and
     /// `gate_up_proj` are split into `q/k/v_proj` and `gate/up_proj`. Every missing tensor or
@@ -384,17 +447,29 @@ impl<B: Backend> CausalLm<B> {
             let (q_proj, k_proj, v_proj) =
                 if fused && !src.contains(&format!("{p}.self_attn.q_proj.weight")) {
                     let n = (nh + 2 * nkv) * hd;
-                    let w = fetch(src, &qkv_name, &[n, h])?;
-                    (
-                        from_values(&qkv_name, &rows(&w, h, 0, nh * hd), nh * hd, h)?,
-                        from_values(&qkv_name, &rows(&w, h, nh * hd, nkv * hd), nkv * hd, h)?,
-                        from_values(
-                            &qkv_name,
-                            &rows(&w, h, (nh + nkv) * hd, nkv * hd),
-                            nkv * hd,
-                            h,
-                        )?,
-                    )
+                    if let Some(parts) =
+                        split_quantized(src, &qkv_name, &[nh * hd, nkv * hd, nkv * hd], h)?
+                    {
+                        let [q, k, v]: [Projection<B>; 3] =
+                            parts.try_into().map_err(|_| Error::BadTensor {
+                                path: src.path().to_path_buf(),
+                                tensor: qkv_name.clone(),
+                                message: "split into a wrong number of parts".into(),
+                            })?;
+                        (q, k, v)
+                    } else {
+                        let w = fetch(src, &qkv_name, &[n, h])?;
+                        (
+                            from_values(&qkv_name, &rows(&w, h, 0, nh * hd), nh * hd, h)?,
+                            from_values(&qkv_name, &rows(&w, h, nh * hd, nkv * hd), nkv * hd, h)?,
+                            from_values(
+                                &qkv_name,
+                                &rows(&w, h, (nh + nkv) * hd, nkv * hd),
+                                nkv * hd,
+                                h,
+                            )?,
+                        )
+                    }
                 } else {
                     (
                         proj(&format!("{p}.self_attn.q_proj.weight"), nh * hd, h)?,
@@ -404,16 +479,27 @@ impl<B: Backend> CausalLm<B> {
                 };
             let (gate_proj, up_proj) =
                 if fused && !src.contains(&format!("{p}.mlp.gate_proj.weight")) {
-                    let w = fetch(
-                        src,
-                        &format!("{p}.mlp.gate_up_proj.weight"),
-                        &[2 * inter, h],
-                    )?;
                     let gu = format!("{p}.mlp.gate_up_proj.weight");
-                    (
-                        from_values(&gu, &rows(&w, h, 0, inter), inter, h)?,
-                        from_values(&gu, &rows(&w, h, inter, inter), inter, h)?,
-                    )
+                    if let Some(parts) = split_quantized(src, &gu, &[inter, inter], h)? {
+                        let [g, u]: [Projection<B>; 2] =
+                            parts.try_into().map_err(|_| Error::BadTensor {
+                                path: src.path().to_path_buf(),
+                                tensor: gu.clone(),
+                                message: "split into a wrong number of parts".into(),
+                            })?;
+                        (g, u)
+                    } else {
+                        let w = fetch(
+                            src,
+                            &format!("{p}.mlp.gate_up_proj.weight"),
+                            &[2 * inter, h],
+                        )?;
+                        let gu = format!("{p}.mlp.gate_up_proj.weight");
+                        (
+                            from_values(&gu, &rows(&w, h, 0, inter), inter, h)?,
+                            from_values(&gu, &rows(&w, h, inter, inter), inter, h)?,
+                        )
+                    }
                 } else {
                     (
                         proj(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,

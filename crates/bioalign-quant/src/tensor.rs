@@ -4,7 +4,7 @@ use half::bf16;
 
 use crate::blockwise::{check_lengths, quantize_4bit};
 use crate::codebook::{BlockSize, QuantType};
-use crate::double_quant::NestedScales;
+use crate::double_quant::{NESTED_BLOCKSIZE, NestedScales};
 use crate::kernels::{self, Isa, Nf4Weight};
 use crate::{Error, Result};
 
@@ -159,6 +159,78 @@ impl Quantized4bit {
         }
     }
 
+    /// Splits a 2-D weight into consecutive row ranges of `counts` rows each, without
+    /// dequantizing: the split of a fused projection stored in 4 bits (Phi-3's `qkv_proj`
+    /// and `gate_up_proj` in a bnb-4bit checkpoint). Every part dequantizes to exactly the
+    /// rows it came from. Each boundary must fall on a quantization block boundary (it
+    /// does whenever `rows × cols` of each part is a multiple of the block size); nested
+    /// scales stay nested when a boundary also falls on a 256-block boundary and are
+    /// expanded to their f32 values otherwise.
+    pub fn split_rows(&self, counts: &[usize], name: &str) -> Result<Vec<Quantized4bit>> {
+        let [rows, cols] = self.shape[..] else {
+            return Err(Error::quant_state(
+                name,
+                format!("split_rows needs a 2-D weight, shape is {:?}", self.shape),
+            ));
+        };
+        let total: usize = counts.iter().sum();
+        if total != rows {
+            return Err(Error::quant_state(
+                name,
+                format!("row counts {counts:?} add up to {total}, the weight has {rows} rows"),
+            ));
+        }
+        let bs = self.blocksize.get();
+        let n = self.numel();
+        let blocks = self.blocksize.blocks(n);
+        let mut parts = Vec::with_capacity(counts.len());
+        let mut r0 = 0;
+        for &c in counts {
+            let (e0, e1) = (r0 * cols, (r0 + c) * cols);
+            for (r, e) in [(r0, e0), (r0 + c, e1)] {
+                if e % bs != 0 && e != n {
+                    return Err(Error::quant_state(
+                        name,
+                        format!(
+                            "cannot split at row {r}: element {e} is not on a block boundary \
+                             (block size {bs})"
+                        ),
+                    ));
+                }
+            }
+            let (b0, b1) = (e0 / bs, if e1 == n { blocks } else { e1 / bs });
+            let packed = self.packed[e0 / 2..e1.div_ceil(2)].to_vec();
+            let scales = match &self.scales {
+                Scales::Plain(a) => Scales::Plain(a[b0..b1].to_vec()),
+                Scales::Nested(ns)
+                    if b0 % NESTED_BLOCKSIZE == 0
+                        && (b1 % NESTED_BLOCKSIZE == 0 || b1 == blocks) =>
+                {
+                    Scales::Nested(NestedScales {
+                        codes: ns.codes[b0..b1].to_vec(),
+                        nested_absmax: ns.nested_absmax
+                            [b0 / NESTED_BLOCKSIZE..b1.div_ceil(NESTED_BLOCKSIZE)]
+                            .to_vec(),
+                        offset: ns.offset,
+                    })
+                }
+                Scales::Nested(ns) => Scales::Plain(ns.expand()[b0..b1].to_vec()),
+            };
+            let part = Quantized4bit {
+                shape: vec![c, cols],
+                dtype: self.dtype,
+                quant_type: self.quant_type,
+                blocksize: self.blocksize,
+                packed,
+                scales,
+            };
+            part.validate(name)?;
+            parts.push(part);
+            r0 += c;
+        }
+        Ok(parts)
+    }
+
     /// Dequantizes to f32 with the fastest kernel.
     pub fn dequantize_f32(&self) -> Vec<f32> {
         let absmax = self.absmax_f32();
@@ -182,5 +254,61 @@ impl Quantized4bit {
             let _ = kernels::dequantize_bf16(&w, &mut out, Isa::detect(), 0);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(rows: usize, cols: usize) -> Quantized4bit {
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 13) as f32))
+            .collect();
+        Quantized4bit::quantize(
+            &data,
+            &[rows, cols],
+            SourceDtype::Bf16,
+            QuantizeOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn check_parts(w: &Quantized4bit, counts: &[usize]) -> Vec<Quantized4bit> {
+        let full = w.dequantize_f32();
+        let cols = w.shape[1];
+        let parts = w.split_rows(counts, "w").unwrap();
+        let mut r0 = 0;
+        for (p, &c) in parts.iter().zip(counts) {
+            assert_eq!(p.shape, vec![c, cols]);
+            assert_eq!(p.dequantize_f32(), full[r0 * cols..(r0 + c) * cols]);
+            r0 += c;
+        }
+        parts
+    }
+
+    #[test]
+    fn split_rows_gives_the_rows_bit_for_bit() {
+        // 10 blocks: boundaries inside a 256-block group expand the nested scales.
+        let parts = check_parts(&weight(10, 64), &[3, 2, 5]);
+        assert!(parts.iter().all(|p| matches!(p.scales, Scales::Plain(_))));
+        // Boundaries on 256-block groups keep the 8-bit scales (and their offset).
+        let w = weight(768 + 5, 64);
+        let parts = check_parts(&w, &[256, 512, 5]);
+        assert!(parts.iter().all(|p| matches!(p.scales, Scales::Nested(_))));
+        // Odd element count: the last part ends on the padded byte.
+        check_parts(&weight(65, 1), &[64, 1]);
+    }
+
+    #[test]
+    fn split_rows_refuses_bad_counts_and_boundaries() {
+        let w = weight(4, 48);
+        let e = w.split_rows(&[1, 3], "qkv").unwrap_err().to_string();
+        assert!(e.contains("qkv") && e.contains("block boundary"), "{e}");
+        let e = weight(4, 64)
+            .split_rows(&[1, 2], "qkv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("add up to 3"), "{e}");
     }
 }

@@ -101,6 +101,16 @@ pub fn parity_on<B: burn::tensor::backend::Backend>(
 ) -> bioalign_models::Result<()> {
     let dir = fixtures().join("tiny").join(name);
     let model = bioalign_models::load_pretrained::<B>(&dir, device)?.model;
+    parity_of(name, &model)
+}
+
+/// Checks `model` (loaded from any file holding the weights of tiny fixture `name`)
+/// against transformers' logits and hidden states for that fixture (1e-4).
+pub fn parity_of<B: burn::tensor::backend::Backend>(
+    name: &str,
+    model: &bioalign_models::model::CausalLm<B>,
+) -> bioalign_models::Result<()> {
+    let dir = fixtures().join("tiny").join(name);
     let n_layers = model.n_layers();
     let backend = std::any::type_name::<B>();
     for batch in ["right", "left"] {

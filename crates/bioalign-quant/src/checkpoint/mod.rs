@@ -27,6 +27,7 @@ pub use model::{
 };
 pub use writer::{PlannedTensor, write_safetensors};
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
@@ -159,17 +160,27 @@ struct StateJson {
     nested_offset: Option<f64>,
 }
 
-fn get<'a>(
-    st: &'a SafeTensors<'a>,
-    key: &str,
-    tensor: &str,
-) -> Result<safetensors::tensor::TensorView<'a>> {
-    st.tensor(key)
-        .map_err(|_| Error::quant_state(tensor, format!("missing tensor {key}")))
+/// Where the pieces of a bnb-4bit weight are looked up by name: one safetensors file, or
+/// every shard of a sharded checkpoint (transformers cuts shards by size, so a weight's
+/// `.absmax` or `.quant_state` may sit in the next shard).
+pub trait TensorLookup {
+    /// Tensor `key`, if present.
+    fn view(&self, key: &str) -> Option<TensorView<'_>>;
+}
+
+impl TensorLookup for SafeTensors<'_> {
+    fn view(&self, key: &str) -> Option<TensorView<'_>> {
+        self.tensor(key).ok()
+    }
+}
+
+fn get<'a, L: TensorLookup + ?Sized>(st: &'a L, key: &str, tensor: &str) -> Result<TensorView<'a>> {
+    st.view(key)
+        .ok_or_else(|| Error::quant_state(tensor, format!("missing tensor {key}")))
 }
 
 fn expect(
-    view: &safetensors::tensor::TensorView<'_>,
+    view: &TensorView<'_>,
     dtype: Dtype,
     len: Option<usize>,
     key: &str,
@@ -196,7 +207,7 @@ fn expect(
     Ok(())
 }
 
-fn read_f32(view: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
+fn read_f32(view: &TensorView<'_>) -> Vec<f32> {
     view.data()
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -204,22 +215,41 @@ fn read_f32(view: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
 }
 
 /// Whether `<weight_key>` is stored as a bnb-4bit weight in `st`.
-pub fn is_bnb_4bit(st: &SafeTensors<'_>, weight_key: &str) -> bool {
+pub fn is_bnb_4bit<L: TensorLookup + ?Sized>(st: &L, weight_key: &str) -> bool {
     ["nf4", "fp4"].iter().any(|t| {
-        st.tensor(&format!("{weight_key}.quant_state.bitsandbytes__{t}"))
-            .is_ok()
+        st.view(&format!("{weight_key}.quant_state.bitsandbytes__{t}"))
+            .is_some()
     })
+}
+
+/// The names of the tensors that make up bnb-4bit weight `weight_key` (the weight itself
+/// first), for finding the shards that hold them.
+pub fn bnb_4bit_keys(weight_key: &str) -> Vec<String> {
+    let mut keys = vec![weight_key.to_string()];
+    keys.extend(
+        [
+            "absmax",
+            "quant_map",
+            "nested_absmax",
+            "nested_quant_map",
+            "quant_state.bitsandbytes__nf4",
+            "quant_state.bitsandbytes__fp4",
+        ]
+        .iter()
+        .map(|s| format!("{weight_key}.{s}")),
+    );
+    keys
 }
 
 /// Reads the bnb-4bit weight `<weight_key>` and checks that its pieces agree:
 /// dtypes, lengths against the shape, block size, code books.
-pub fn read_quantized(st: &SafeTensors<'_>, weight_key: &str) -> Result<Quantized4bit> {
+pub fn read_quantized<L: TensorLookup + ?Sized>(st: &L, weight_key: &str) -> Result<Quantized4bit> {
     let tensor = weight_key;
     let (state_key, view) = ["nf4", "fp4"]
         .iter()
         .find_map(|t| {
             let k = format!("{weight_key}.quant_state.bitsandbytes__{t}");
-            st.tensor(&k).ok().map(|v| (k, v))
+            st.view(&k).map(|v| (k, v))
         })
         .ok_or_else(|| {
             Error::quant_state(tensor, "no quant_state.bitsandbytes__nf4 / __fp4 tensor")
