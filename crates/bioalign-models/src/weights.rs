@@ -1,5 +1,5 @@
 //! Where weights come from: Hugging Face safetensors (single file or sharded, f32/f16/bf16,
-//! memory-mapped, read tensor by tensor) or GGUF (dequantized, llama.cpp names mapped to Hugging
+//! memory-mapped, read tensor by tensor through burn-store; bnb-4bit pieces as raw bytes) or GGUF (dequantized, llama.cpp names mapped to Hugging
 //! Face ones, Q/K rows un-permuted), and building a [`CausalLm`] from either.
 
 use std::collections::BTreeMap;
@@ -7,10 +7,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
+use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use burn_store::{ModuleStore, SafetensorsStore};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use bioalign_quant::Quantized4bit;
 
@@ -113,30 +115,6 @@ impl SafetensorsDir {
     }
 }
 
-fn to_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(Error::Dtype {
-                path: path.to_path_buf(),
-                tensor: name.to_string(),
-                dtype: format!("{other:?}"),
-            });
-        }
-    })
-}
-
 impl WeightSource for SafetensorsDir {
     fn path(&self) -> &Path {
         &self.dir
@@ -151,11 +129,30 @@ impl WeightSource for SafetensorsDir {
             path: self.dir.clone(),
             tensor: name.to_string(),
         })?;
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| st_err(path, e))?;
-        let view = st.tensor(name).map_err(|e| st_err(path, e))?;
-        let values = to_f32(path, name, view.dtype(), view.data())?;
-        Ok((view.shape().to_vec(), values, path.clone()))
+        let path = &self.files[i].0;
+        // burn-store maps the file and reads only this tensor's bytes.
+        let mut store = SafetensorsStore::from_file(path);
+        let snapshot = store
+            .get_snapshot(name)
+            .map_err(|e| st_err(path, e))?
+            .ok_or_else(|| Error::MissingTensor {
+                path: path.clone(),
+                tensor: name.to_string(),
+            })?;
+        if !matches!(snapshot.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::Dtype {
+                path: path.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{:?}", snapshot.dtype),
+            });
+        }
+        let data = snapshot.to_data().map_err(|e| st_err(path, e))?;
+        let shape = data.shape.to_vec();
+        let values = data
+            .convert_dtype(DType::F32)
+            .into_vec::<f32>()
+            .map_err(|e| st_err(path, format!("{name}: {e:?}")))?;
+        Ok((shape, values, path.clone()))
     }
 
     fn load_quantized(&self, name: &str) -> Result<Option<(Quantized4bit, PathBuf)>> {

@@ -164,3 +164,37 @@ fn pooling_ignores_padding_unless_asked() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn unsupported_dtype_names_tensor_file_and_dtype() {
+    // A checkpoint whose final norm is stored as int32: read through burn-store, refused
+    // with the tensor, the file and the dtype.
+    let src = common::fixtures().join("tiny/llama");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ints = vec![0u8; 64 * 4];
+    let mut tensors = Vec::new();
+    for name in st.names() {
+        let v = st.tensor(name).unwrap();
+        let v = if name == "model.norm.weight" {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![64], &ints).unwrap()
+        } else {
+            v
+        };
+        tensors.push((name.to_string(), v));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors::serialize(tensors, None).unwrap(),
+    )
+    .unwrap();
+    let e = load_pretrained::<Cpu>(dir.path(), &CpuDevice::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.norm.weight") && e.contains("model.safetensors") && e.contains("I32"),
+        "{e}"
+    );
+}
