@@ -190,11 +190,50 @@ fn input_gradient(c: &mut Criterion) {
     g.finish();
 }
 
+/// A dense f32 projection of the inference forward, `[1024, in] · [in, out]` (a
+/// 32 × 32-token batch; the weight in burn's `[in, out]` layout): burn-flex's matmul
+/// (the `gemm` crate) against the blocked kernel the models crate uses on burn-flex.
+fn dense_forward(c: &mut Criterion) {
+    use burn::tensor::{Tensor, TensorData};
+    use burn_flex::{Flex, FlexDevice};
+    let isa = Isa::detect();
+    let mut g = config(c);
+    let m = 1024;
+    // SmolLM2's projections and its tied LM head.
+    let shapes = [
+        ("smollm2_q_576x576", 576, 576),
+        ("smollm2_kv_192x576", 192, 576),
+        ("smollm2_gate_1536x576", 1536, 576),
+        ("smollm2_down_576x1536", 576, 1536),
+        ("smollm2_lm_head_49152x576", 49152, 576),
+    ];
+    let d = FlexDevice;
+    for (label, rows, cols) in shapes {
+        let w = weights(rows * cols);
+        let x = weights(m * cols);
+        let mut y = vec![0f32; m * rows];
+        g.throughput(Throughput::Elements((2 * m * rows * cols) as u64));
+        g.bench_function(BenchmarkId::new("dense1024_blocked", label), |b| {
+            b.iter(|| {
+                kernels::matmul_kn_f32(black_box(&x), m, &w, cols, rows, &mut y, isa, 0)
+                    .expect("mm")
+            });
+        });
+        let xt = Tensor::<Flex, 2>::from_data(TensorData::new(x.clone(), [m, cols]), &d);
+        let wt = Tensor::<Flex, 2>::from_data(TensorData::new(w.clone(), [cols, rows]), &d);
+        g.bench_function(BenchmarkId::new("dense1024_flex_matmul", label), |b| {
+            b.iter(|| black_box(xt.clone().matmul(wt.clone())));
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     memcpy,
     dequantize_and_quantize,
     products,
-    input_gradient
+    input_gradient,
+    dense_forward
 );
 criterion_main!(benches);

@@ -25,6 +25,6 @@ pub mod trainer;
 
 pub use config::{LayerSelection, LoraConfig, ModuleLora, TargetModules};
 pub use error::{Error, Result};
-pub use linear::{AdapterSlot, LinearBase, LoraLinear, kaiming_uniform_a, tensor_vec};
+pub use linear::{AdapterSlot, LinearBase, LoraLinear, kaiming_uniform_a, matmul_last, tensor_vec};
 pub use peft::{LoraModel, load_adapter, save_adapter};
 pub use trainer::{CausalLm, Example, LossMode, TrainConfig, TrainSummary, train};

@@ -22,9 +22,35 @@ pub trait LinearBase<B: Backend>: Module<B> {
     fn dense_weight_out_in(&self) -> Vec<f32>;
 }
 
+/// `x · w` over the last dimension of `x`, as one 2-D product: `[.., k] · [k, n] -> [.., n]`.
+///
+/// burn's `linear` and a plain `matmul` against `w.unsqueeze()` broadcast `w` over the
+/// batch; burn-flex then runs `b` small products of `s` rows, each packing all of `w`
+/// again. Flattening the leading dimensions gives one product of `b · s` rows, which
+/// on plain burn-flex runs through bioalign-quant's blocked kernel
+/// ([`bioalign_quant::dense::try_flex_matmul`]) and elsewhere through burn's matmul.
+pub fn matmul_last<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
+    use bioalign_quant::dense::{WeightLayout, try_flex_matmul};
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let n = w.dims()[1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let mut out = dims;
+    out[D - 1] = n;
+    let y = match try_flex_matmul(x.reshape([rows, k]), &w, WeightLayout::InOut) {
+        Ok(y) => y,
+        Err(x2) => x2.matmul(w),
+    };
+    y.reshape(out)
+}
+
 impl<B: Backend> LinearBase<B> for Linear<B> {
     fn forward_base<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.forward(x)
+        let y = matmul_last(x, self.weight.val());
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze(),
+            None => y,
+        }
     }
     fn dims(&self) -> (usize, usize) {
         let [i, o] = self.weight.val().dims();
@@ -180,9 +206,7 @@ impl<B: Backend, L: LinearBase<B>> LoraLinear<B, L> {
             }
             _ => x,
         };
-        let u = h
-            .matmul(self.lora_a.val().unsqueeze())
-            .matmul(self.lora_b.val().unsqueeze());
+        let u = matmul_last(matmul_last(h, self.lora_a.val()), self.lora_b.val());
         y + u.mul_scalar(self.scaling)
     }
 

@@ -157,7 +157,14 @@ pub fn load_adapter<B: Backend, M: LoraModel<B>>(
         let res = read(lora_a_name(name), [r, inp])
             .and_then(|a| read(lora_b_name(name), [out, r]).map(|b| (a, b)));
         match res {
-            Ok((a, b)) => slot.set_lora(a.transpose(), b.transpose()),
+            // Stored contiguously, as the optimizer leaves them: a transposed view would
+            // send the products down other gemm paths (other rounding), and a resumed
+            // run would drift from an uninterrupted one.
+            Ok((a, b)) => {
+                let a = Tensor::from_data(a.transpose().into_data(), device);
+                let b = Tensor::from_data(b.transpose().into_data(), device);
+                slot.set_lora(a, b)
+            }
             Err(e) => err = Some(e),
         }
     });

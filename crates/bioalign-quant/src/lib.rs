@@ -15,6 +15,8 @@
 //! - `nf4_linear` (feature `burn`): `Nf4Linear<B>`, the frozen NF4 projection as a
 //!   burn module, fused on burn-flex, with an autodiff backward that gives the
 //!   weight no gradient.
+//! - `dense` (feature `burn`): plain f32 products of frozen weights on burn-flex
+//!   through the same blocked kernel.
 //! - [`cube`] (feature `cubecl`, turned on by `cuda` and `wgpu`): the same layer on
 //!   CubeCL backends, with the weight kept packed on the device and a CubeCL
 //!   dequantization kernel.
@@ -27,6 +29,8 @@ pub mod checkpoint;
 pub mod codebook;
 #[cfg(feature = "cubecl")]
 pub mod cube;
+#[cfg(feature = "burn")]
+pub mod dense;
 pub mod double_quant;
 pub mod dynamic_map;
 mod error;

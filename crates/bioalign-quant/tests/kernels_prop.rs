@@ -246,3 +246,92 @@ fn input_gradient_spans_several_tiles() -> bioalign_quant::Result<()> {
     }
     Ok(())
 }
+
+/// Shapes that cross every block boundary of the blocked product (rows of `x` past
+/// one 72-row sweep and one 6-row micro-tile, output columns past a 16-column panel
+/// and a 128-column block, depth past a 256-deep block and off multiples of 8), for
+/// each weight source, ISA and thread count, against the f64 product.
+#[test]
+fn blocked_products_match_f64_across_block_edges() {
+    let bs = BlockSize::new(64).unwrap();
+    for (m, rows, cols) in [(7, 33, 9), (80, 270, 520), (4, 129, 257), (151, 17, 64)] {
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
+            .collect();
+        let (packed, absmax) = quantize_4bit(&data, bs, QuantType::Nf4).unwrap();
+        let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, QuantType::Nf4).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1).unwrap();
+        // `deq` as `[cols, rows]`: the `[in, out]` layout of `matmul_kn_f32`.
+        let mut deq_t = vec![0f32; rows * cols];
+        for j in 0..rows {
+            for k in 0..cols {
+                deq_t[k * rows + j] = deq[j * cols + k];
+            }
+        }
+        let x: Vec<f32> = (0..m * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let xg: Vec<f32> = (0..m * rows)
+            .map(|i| ((i * 41 % 103) as f32 - 51.0) / 26.0)
+            .collect();
+        for isa in Isa::all_available() {
+            for threads in [1, 2, 3] {
+                let what = format!("{m}x{rows}x{cols} {isa:?}/{threads}");
+                let mut y = vec![f32::NAN; m * rows];
+                kernels::matmul_nt(&x, m, &w, &mut y, isa, threads).unwrap();
+                check_nt(&x, m, &deq, rows, cols, &y, &format!("nf4 {what}"));
+                let mut y = vec![f32::NAN; m * rows];
+                kernels::matmul_nt_f32(&x, m, &deq, rows, cols, &mut y, isa, threads).unwrap();
+                check_nt(&x, m, &deq, rows, cols, &y, &format!("f32 {what}"));
+                let mut y = vec![f32::NAN; m * rows];
+                kernels::matmul_kn_f32(&x, m, &deq_t, cols, rows, &mut y, isa, threads).unwrap();
+                check_nt(
+                    &x,
+                    m,
+                    &deq,
+                    rows,
+                    cols,
+                    &y,
+                    &format!("f32 [in, out] {what}"),
+                );
+                let mut g = vec![f32::NAN; m * cols];
+                kernels::matmul_nn(&xg, m, &w, &mut g, isa, threads).unwrap();
+                let bad = input_gradient_mismatch(&xg, m, &deq, rows, cols, &g);
+                assert!(bad.is_none(), "nn {what}: {}", bad.unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// `y = x · Wᵀ` (`W` `[rows, cols]`) within 1e-5 of each element's terms of the f64 product.
+fn check_nt(x: &[f32], m: usize, w: &[f32], rows: usize, cols: usize, y: &[f32], what: &str) {
+    for i in 0..m {
+        for j in 0..rows {
+            let (mut want, mut mag) = (0f64, 0f64);
+            for k in 0..cols {
+                let p = x[i * cols + k] as f64 * w[j * cols + k] as f64;
+                want += p;
+                mag += p.abs();
+            }
+            let got = y[i * rows + j] as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * mag + 1e-6,
+                "{what}: y[{i}][{j}] {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kn_product_rejects_wrong_lengths() {
+    let x = vec![0f32; 6];
+    let w = vec![0f32; 12];
+    let mut y = vec![0f32; 8];
+    // x [2, 3] · W [3, 4] = y [2, 4]: right; a weight of 11 values names the weight.
+    kernels::matmul_kn_f32(&x, 2, &w, 3, 4, &mut y, Isa::detect(), 1).unwrap();
+    let e = kernels::matmul_kn_f32(&x, 2, &w[..11], 3, 4, &mut y, Isa::detect(), 1).unwrap_err();
+    assert!(e.to_string().contains("weight"), "{e}");
+    let e = kernels::matmul_kn_f32(&x, 2, &w, 3, 4, &mut y[..7], Isa::detect(), 1).unwrap_err();
+    assert!(e.to_string().contains("output"), "{e}");
+}

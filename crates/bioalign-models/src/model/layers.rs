@@ -48,7 +48,7 @@ impl<B: Backend> Projection<B> {
     /// `[.., in] -> [.., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Self::Dense(l) => l.forward(x),
+            Self::Dense(l) => l.forward_base(x),
             Self::Nf4(l) => l.forward_any(x),
             Self::LoraDense(l) => l.forward(x),
             Self::LoraNf4(l) => l.forward(x),

@@ -6,6 +6,7 @@ mod layers;
 mod lora;
 mod rope;
 
+use bioalign_quant::dense::{WeightLayout, try_flex_matmul};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
@@ -295,9 +296,12 @@ impl<B: Backend> CausalLm<B> {
                 let [b, s, h] = x.dims();
                 let w = self.model.embed_tokens.val();
                 let vocab = w.dims()[0];
-                x.reshape([b * s, h])
-                    .matmul(w.transpose())
-                    .reshape([b, s, vocab])
+                let x2 = x.reshape([b * s, h]);
+                let y = match try_flex_matmul(x2, &w, WeightLayout::OutIn) {
+                    Ok(y) => y,
+                    Err(x2) => x2.matmul(w.transpose()),
+                };
+                y.reshape([b, s, vocab])
             }
         }
     }

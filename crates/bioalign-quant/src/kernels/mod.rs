@@ -8,6 +8,7 @@
 //! the reference the SIMD paths are tested against. Work is split over output
 //! rows with `std::thread::scope`.
 
+mod blocked;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -300,6 +301,29 @@ pub fn matmul_nn(
     Ok(())
 }
 
+/// `y = x · W` for a plain f32 `W` `[cols, n]` (burn's `[in, out]` layout of a
+/// dense linear layer): `x` `[m, cols]`, `y` `[m, n]`, row-major. Columns of `W`
+/// are packed straight from its rows, so nothing is transposed.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_kn_f32(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    cols: usize,
+    n: usize,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    if w.len() != cols * n {
+        return Err(Error::shape("f32 weight [cols, n]", cols * n, w.len()));
+    }
+    check_mm(x, m, n, cols, y)?;
+    let src = WeightSource::F32Kn { w, n };
+    run_matmul(x, m, &src, n, cols, y, isa.checked(), threads);
+    Ok(())
+}
+
 fn check_mm(x: &[f32], m: usize, rows: usize, cols: usize, y: &[f32]) -> Result<()> {
     if x.len() != m * cols {
         return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
@@ -318,6 +342,8 @@ pub(crate) enum WeightSource<'a> {
     F32 { w: &'a [f32], cols: usize },
     /// `V = dequant(W)ᵀ` (the input gradient): row `r` of `V` is column `r` of `W`.
     Nf4T(Nf4Weight<'a>),
+    /// `V = Wᵀ` for a plain f32 `W` `[cols, n]` (burn's `[in, out]` layout).
+    F32Kn { w: &'a [f32], n: usize },
 }
 
 impl WeightSource<'_> {
@@ -335,6 +361,28 @@ impl WeightSource<'_> {
                     w.scalar_range((k0 + k) * w.cols + r, std::slice::from_mut(o));
                 }
             }
+            WeightSource::F32Kn { w, n } => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = w[(k0 + k) * n + r];
+                }
+            }
+        }
+    }
+
+    /// Column `k` of `V`, rows `j0..j0 + out.len()` (contiguous in `W` for the
+    /// transposed sources).
+    #[inline]
+    pub(crate) fn column_run(&self, isa: Isa, k: usize, j0: usize, out: &mut [f32]) {
+        match self {
+            WeightSource::Nf4T(w) => w.dequant_range(isa, k * w.cols + j0, out),
+            WeightSource::F32Kn { w, n } => {
+                out.copy_from_slice(&w[k * n + j0..k * n + j0 + out.len()])
+            }
+            WeightSource::Nf4(_) | WeightSource::F32 { .. } => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    self.row_slice(isa, j0 + j, k, std::slice::from_mut(o));
+                }
+            }
         }
     }
 
@@ -344,10 +392,10 @@ impl WeightSource<'_> {
         tile.iter_mut().for_each(|v| *v = 0.0);
         match self {
             // `V[n0 + j][k0 + k] = W[k0 + k][n0 + j]`: row `k0 + k` of `W` is contiguous.
-            WeightSource::Nf4T(w) => {
+            WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } => {
                 for k in 0..kc {
                     let dst = &mut tile[k * NC..k * NC + nc];
-                    w.dequant_range(isa, (k0 + k) * w.cols + n0, dst);
+                    self.column_run(isa, k0 + k, n0, dst);
                 }
             }
             _ => {
@@ -383,14 +431,20 @@ fn run_matmul(
     if m == 0 || rows == 0 {
         return;
     }
-    // Row dot products need `V` by rows; for `Nf4T` those are strided, so it always tiles.
-    if m < GEMV_MAX_M && !matches!(src, WeightSource::Nf4T(_)) {
+    // Row dot products need `V` by rows; for `Nf4T` and `F32Kn` those are strided,
+    // so they always tile.
+    let by_rows = matches!(src, WeightSource::Nf4(_) | WeightSource::F32 { .. });
+    if m < GEMV_MAX_M && by_rows {
         // One thread per 2^20 weights: below that, spawning costs more than it saves.
         let t = thread_count(threads, rows * cols / (1 << 20) + 1);
         let per = rows.div_ceil(t);
         for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
             par_chunks_mut(yi, per, |ti, yc| gemv_rows(isa, src, xi, ti * per, yc));
         }
+        return;
+    }
+    if isa == Isa::Avx2 {
+        blocked::gemm(isa, src, x, m, rows, cols, y, threads);
         return;
     }
     let t = thread_count(

@@ -440,3 +440,132 @@ fn stream512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     }
     _mm_sfence();
 }
+
+/// The `mr × 16` micro-kernel (`mr ≤ 6`) of the blocked product: `c[i][j] (+)=
+/// Σ_k a[i·lda + k] · b[k·16 + j]` for `j < nc`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn micro_6x16(
+    mr: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: AVX2 and FMA were detected by the caller; the caller checked that
+    // `a` holds `mr` rows of `kc` values `lda` apart, `b` `kc × 16` values, and that
+    // `c` addresses `mr` rows of `nc` writable values `ldc` apart.
+    unsafe {
+        match mr {
+            6 => micro::<6>(a, lda, b, kc, c, ldc, nc, accumulate),
+            5 => micro::<5>(a, lda, b, kc, c, ldc, nc, accumulate),
+            4 => micro::<4>(a, lda, b, kc, c, ldc, nc, accumulate),
+            3 => micro::<3>(a, lda, b, kc, c, ldc, nc, accumulate),
+            2 => micro::<2>(a, lda, b, kc, c, ldc, nc, accumulate),
+            1 => micro::<1>(a, lda, b, kc, c, ldc, nc, accumulate),
+            _ => unreachable!("micro-kernel rows: {mr}"),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn micro<const MR: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let rows: [*const f32; MR] = core::array::from_fn(|r| unsafe { a.add(r * lda) });
+    // SAFETY (whole body): bounds as stated by `micro_6x16`'s caller.
+    unsafe {
+        for k in 0..kc {
+            let bk = b.add(k * 16);
+            let b0 = _mm256_loadu_ps(bk);
+            let b1 = _mm256_loadu_ps(bk.add(8));
+            for r in 0..MR {
+                let av = _mm256_broadcast_ss(&*rows[r].add(k));
+                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+        for r in 0..MR {
+            let cr = c.add(r * ldc);
+            if nc == 16 {
+                let (mut v0, mut v1) = (acc[r][0], acc[r][1]);
+                if accumulate {
+                    v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
+                    v1 = _mm256_add_ps(_mm256_loadu_ps(cr.add(8)), v1);
+                }
+                _mm256_storeu_ps(cr, v0);
+                _mm256_storeu_ps(cr.add(8), v1);
+            } else {
+                let mut tmp = [0f32; 16];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), acc[r][0]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), acc[r][1]);
+                for (j, t) in tmp[..nc].iter().enumerate() {
+                    let o = cr.add(j);
+                    *o = if accumulate { *o + t } else { *t };
+                }
+            }
+        }
+    }
+}
+
+/// `panel[k·16 + j] = src[j·ld + k]` for `j < 16`, `k < kc` (`kc` a multiple of 8):
+/// 8 × 8 register transposes.
+pub(super) fn transpose_16xk(src: &[f32], ld: usize, kc: usize, panel: &mut [f32]) {
+    assert!(kc.is_multiple_of(8) && src.len() >= 15 * ld + kc && panel.len() >= kc * 16);
+    // SAFETY: AVX was detected by the caller (AVX2 implies it); bounds asserted above.
+    unsafe { transpose_avx(src.as_ptr(), ld, kc, panel.as_mut_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_avx(src: *const f32, ld: usize, kc: usize, dst: *mut f32) {
+    // SAFETY: bounds checked by `transpose_16xk`.
+    unsafe {
+        for h in 0..2 {
+            let s = src.add(h * 8 * ld);
+            for k in (0..kc).step_by(8) {
+                let r: [__m256; 8] = core::array::from_fn(|j| _mm256_loadu_ps(s.add(j * ld + k)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (q, v) in cols.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((k + q) * 16 + h * 8), *v);
+                }
+            }
+        }
+    }
+}

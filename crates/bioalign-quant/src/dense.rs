@@ -1,0 +1,162 @@
+//! Dense f32 products on burn-flex through the blocked kernels of
+//! [`crate::kernels`]: the frozen projections of an inference forward.
+//!
+//! burn-flex hands `x · W` to the `gemm` crate. On a 2-core AVX2 EPYC that ran
+//! the `[1024, 576] · [576, n]` products of SmolLM2 at 80 to 90 GFLOP/s (its
+//! depth blocking leaves a short 64-deep tail at 576); the blocked kernel holds
+//! 110 to 125 on the same shapes (`benches/quant.rs`, `dense1024_*`). Only plain
+//! [`burn_flex::Flex`] tensors take this path: under autodiff, or on another
+//! backend, the caller's burn product runs.
+
+use std::any::Any;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn_flex::Flex;
+
+use crate::kernels::{self, Isa};
+
+/// How a dense weight is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[in, out]`: burn's `Linear` (`y = x · W`).
+    InOut,
+    /// `[out, in]`: Hugging Face's and a tied embedding's (`y = x · Wᵀ`).
+    OutIn,
+}
+
+/// Rows of `x` below which the caller's product runs (a matrix-vector product
+/// streams the weight once; gemm's and the blocked kernel's packing gain nothing).
+const MIN_ROWS: usize = 4;
+
+/// `x` `[m, in]` times the weight `w` (stored as `layout` says) on burn-flex with
+/// the blocked kernel. Returns `Err(x)` untouched when the path does not apply:
+/// another backend (autodiff included), fewer than four rows, a weight that is
+/// not f32, or mismatched features (the caller's product then reports it).
+pub fn try_flex_matmul<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    layout: WeightLayout,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let [m, k] = x.dims();
+    let [w0, w1] = w.dims();
+    let (k_w, n) = match layout {
+        WeightLayout::InOut => (w0, w1),
+        WeightLayout::OutIn => (w1, w0),
+    };
+    if m < MIN_ROWS || k != k_w {
+        return Err(x);
+    }
+    let Some(wf) = (w as &dyn Any).downcast_ref::<Tensor<Flex, 2>>() else {
+        return Err(x);
+    };
+    let wt = wf.clone().into_primitive().tensor();
+    if wt.dtype() != burn::tensor::DType::F32 {
+        return Err(x);
+    }
+    // A strided view (a transposed adapter matrix, say) is copied rather than handed
+    // back: the same values then always take the same kernel and round the same way.
+    let wt = if wt.as_slice::<f32>().is_some() {
+        wt
+    } else {
+        wt.to_contiguous()
+    };
+    let ws = wt
+        .as_slice::<f32>()
+        .expect("f32, contiguous after the copy");
+    let boxed: Box<dyn Any> = Box::new(x);
+    let xf = *boxed
+        .downcast::<Tensor<Flex, 2>>()
+        .expect("B is Flex: the weight downcast succeeded");
+    let device = xf.device();
+    let xt = xf.into_primitive().tensor();
+    let xt = if xt.as_slice::<f32>().is_some() {
+        xt
+    } else {
+        xt.to_contiguous()
+    };
+    let xs = xt
+        .as_slice::<f32>()
+        .expect("f32 activations (the weight is f32), contiguous after the copy");
+    let mut y = vec![0f32; m * n];
+    let isa = Isa::detect();
+    match layout {
+        WeightLayout::InOut => kernels::matmul_kn_f32(xs, m, ws, k, n, &mut y, isa, 0),
+        WeightLayout::OutIn => kernels::matmul_nt_f32(xs, m, ws, n, k, &mut y, isa, 0),
+    }
+    .expect("shapes checked above");
+    let out = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(Flex::float_from_data(
+        TensorData::new(y, [m, n]),
+        &device,
+    )));
+    let boxed: Box<dyn Any> = Box::new(out);
+    Ok(*boxed
+        .downcast::<Tensor<B, 2>>()
+        .expect("B is Flex: the input downcast succeeded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn_flex::FlexDevice;
+
+    fn t<B: Backend>(v: &[f32], shape: [usize; 2]) -> Tensor<B, 2> {
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), &Default::default())
+    }
+
+    fn vals<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    }
+
+    fn data(n: usize, s: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * s % 97) as f32 - 48.0) / 40.0)
+            .collect()
+    }
+
+    #[test]
+    fn both_layouts_match_burn_matmul() {
+        let (m, k, n) = (37, 70, 45);
+        let x = t::<Flex>(&data(m * k, 13), [m, k]);
+        let w_kn = t::<Flex>(&data(k * n, 7), [k, n]);
+        let want = vals(x.clone().matmul(w_kn.clone()));
+        let got = vals(try_flex_matmul(x.clone(), &w_kn, WeightLayout::InOut).unwrap());
+        let w_nk = w_kn.clone().transpose().into_data();
+        let w_nk = Tensor::<Flex, 2>::from_data(w_nk, &FlexDevice);
+        let got_t = vals(try_flex_matmul(x.clone(), &w_nk, WeightLayout::OutIn).unwrap());
+        // A transposed (non-contiguous) input is copied first.
+        let xt = t::<Flex>(&vals(x.clone().transpose()), [k, m]).transpose();
+        let got_x = vals(try_flex_matmul(xt, &w_kn, WeightLayout::InOut).unwrap());
+        for (i, w) in want.iter().enumerate() {
+            for g in [got[i], got_t[i], got_x[i]] {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_cases_hand_the_input_back() {
+        let x = t::<Flex>(&data(3 * 8, 3), [3, 8]);
+        let w = t::<Flex>(&data(8 * 5, 5), [8, 5]);
+        // Three rows: the caller's product.
+        assert!(try_flex_matmul(x, &w, WeightLayout::InOut).is_err());
+        let x = t::<Flex>(&data(6 * 8, 3), [6, 8]);
+        // Features mismatch (8 vs 5 under `OutIn`).
+        let back = try_flex_matmul(x.clone(), &w, WeightLayout::OutIn).unwrap_err();
+        assert_eq!(vals(back), vals(x));
+        // A transposed weight view is copied and gives the same bits as its contiguous copy.
+        let wv = t::<Flex>(&data(5 * 8, 5), [5, 8]).transpose();
+        let wc = t::<Flex>(&vals(wv.clone()), [8, 5]);
+        let x6 = t::<Flex>(&data(48, 3), [6, 8]);
+        let a = vals(try_flex_matmul(x6.clone(), &wv, WeightLayout::InOut).unwrap());
+        let b = vals(try_flex_matmul(x6, &wc, WeightLayout::InOut).unwrap());
+        assert_eq!(a, b);
+        // Autodiff keeps burn's product (and its graph).
+        type Ad = Autodiff<Flex>;
+        let xa = t::<Ad>(&data(48, 3), [6, 8]);
+        let wa = t::<Ad>(&data(40, 5), [8, 5]);
+        assert!(try_flex_matmul(xa, &wa, WeightLayout::InOut).is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! The cache-blocked product `y = x · Vᵀ` on AVX2 (BLIS's loop order).
+//!
+//! Threads own disjoint ranges of output columns (rows of `V`). Each packs a
+//! block of `V`, [`KB`] deep and [`NB`] wide, into panels of [`NR`] columns
+//! (`panel[k][j]`, 16 KiB: it stays in L1 while the micro-kernel sweeps the
+//! rows of `x`), dequantizing NF4 on the way; the block (128 KiB) and a pass of
+//! [`MB`] rows of `x` (72 KiB) stay in L2. The `6 × 16` micro-kernel keeps its
+//! twelve accumulators in registers over the whole depth and adds them into `y`
+//! once, so nothing is staged in between. Rows of `x` are read in place.
+//!
+//! The earlier tiling (one `64 × 256` tile of `V`, four `6 × 16` passes over it,
+//! results staged through a row buffer and copied back per thread) ran at 60 to
+//! 118 GFLOP/s on a 2-core AVX2 EPYC; this one is measured in `benches/quant.rs`
+//! (`gemm512_*`, `input_grad256_*`, `dense1024_*`).
+
+use super::{Isa, WeightSource, thread_count};
+
+/// Columns of a packed panel: two AVX2 vectors.
+pub(crate) const NR: usize = 16;
+/// Rows of `x` per micro-kernel call.
+pub(crate) const MR: usize = 6;
+/// Depth of a packed block, at most (a 16-column panel of it is 18 KiB, in L1).
+const KB: usize = 288;
+/// Columns of a packed block (eight panels).
+const NB: usize = 128;
+/// Rows of `x` per sweep over a block.
+const MB: usize = 72;
+
+/// The output, shared by the threads; each writes only its own columns.
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint elements (their own column ranges) and the
+// scope joins them before the buffer is used again.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `y = x · Vᵀ`: `x` `[m, cols]`, `V` `[rows, cols]` from `src`, `y` `[m, rows]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm(
+    isa: Isa,
+    src: &WeightSource<'_>,
+    x: &[f32],
+    m: usize,
+    rows: usize,
+    cols: usize,
+    y: &mut [f32],
+    threads: usize,
+) {
+    debug_assert!(x.len() >= m * cols && y.len() >= m * rows);
+    if cols == 0 {
+        y[..m * rows].iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let panels = rows.div_ceil(NR);
+    let t = thread_count(threads, panels.min(m * rows * cols / (1 << 21) + 1));
+    let per = panels.div_ceil(t) * NR;
+    let out = OutPtr(y.as_mut_ptr());
+    let out = &out;
+    std::thread::scope(|s| {
+        let mut ranges = (0..rows).step_by(per).map(|c0| (c0, (c0 + per).min(rows)));
+        let first = ranges.next();
+        for (c0, c1) in ranges {
+            s.spawn(move || columns(isa, src, x, m, rows, cols, c0, c1, out));
+        }
+        if let Some((c0, c1)) = first {
+            columns(isa, src, x, m, rows, cols, c0, c1, out);
+        }
+    });
+}
+
+/// Output columns `c0..c1` of every row.
+#[allow(clippy::too_many_arguments)]
+fn columns(
+    isa: Isa,
+    src: &WeightSource<'_>,
+    x: &[f32],
+    m: usize,
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    c1: usize,
+    out: &OutPtr,
+) {
+    let mut pack = vec![0f32; KB * NB];
+    let mut scratch = vec![0f32; NR * KB];
+    for j0 in (c0..c1).step_by(NB) {
+        let nb = NB.min(c1 - j0);
+        // Equal blocks (multiples of 8) rather than a short last one.
+        let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
+        for k0 in (0..cols).step_by(kstep) {
+            let kc = kstep.min(cols - k0);
+            pack_block(isa, src, j0, nb, k0, kc, &mut pack, &mut scratch);
+            for i0 in (0..m).step_by(MB) {
+                let i1 = (i0 + MB).min(m);
+                for p in 0..nb.div_ceil(NR) {
+                    let nc = NR.min(nb - p * NR);
+                    let panel = &pack[p * KB * NR..p * KB * NR + kc * NR];
+                    let mut i = i0;
+                    while i < i1 {
+                        let mr = MR.min(i1 - i);
+                        let a = &x[i * cols + k0..(i + mr - 1) * cols + k0 + kc];
+                        // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
+                        // lie inside `y` (`m × rows`) and belong to this thread.
+                        let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
+                        micro(isa, mr, a, cols, panel, kc, c, rows, nc, k0 > 0);
+                        i += mr;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y[i][j] (+)= Σ_k a[i][k] · panel[k][j]` for `i < mr`, `j < nc`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn micro(
+    isa: Isa,
+    mr: usize,
+    a: &[f32],
+    lda: usize,
+    panel: &[f32],
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    debug_assert!(panel.len() >= kc * NR && a.len() >= (mr - 1) * lda + kc);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => super::x86::micro_6x16(
+            mr,
+            a.as_ptr(),
+            lda,
+            panel.as_ptr(),
+            kc,
+            c,
+            ldc,
+            nc,
+            accumulate,
+        ),
+        _ => {
+            for i in 0..mr {
+                for j in 0..nc {
+                    let mut acc = 0f32;
+                    for k in 0..kc {
+                        acc += a[i * lda + k] * panel[k * NR + j];
+                    }
+                    // SAFETY: as in `columns`.
+                    unsafe {
+                        let o = c.add(i * ldc + j);
+                        *o = if accumulate { *o + acc } else { acc };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs `V[j0..j0 + nb][k0..k0 + kc]` into panels `pack[p][k][j]` (stride `KB · NR`
+/// per panel), zero beyond `nb`.
+#[allow(clippy::too_many_arguments)]
+fn pack_block(
+    isa: Isa,
+    src: &WeightSource<'_>,
+    j0: usize,
+    nb: usize,
+    k0: usize,
+    kc: usize,
+    pack: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let panels = nb.div_ceil(NR);
+    match src {
+        // `V[j][k] = W[k][j]`: row `k` of `W` holds the block's columns contiguously.
+        WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } => {
+            let row = &mut scratch[..nb];
+            for k in 0..kc {
+                src.column_run(isa, k0 + k, j0, row);
+                for p in 0..panels {
+                    let nc = NR.min(nb - p * NR);
+                    let dst = &mut pack[p * KB * NR + k * NR..p * KB * NR + k * NR + NR];
+                    dst[..nc].copy_from_slice(&row[p * NR..p * NR + nc]);
+                    dst[nc..].iter_mut().for_each(|v| *v = 0.0);
+                }
+            }
+        }
+        // Rows of `V` are contiguous: dequantize 16 of them, then transpose.
+        WeightSource::Nf4(_) | WeightSource::F32 { .. } => {
+            for p in 0..panels {
+                let nc = NR.min(nb - p * NR);
+                for j in 0..NR {
+                    let dst = &mut scratch[j * KB..j * KB + kc];
+                    if j < nc {
+                        src.row_slice(isa, j0 + p * NR + j, k0, dst);
+                    } else {
+                        dst.iter_mut().for_each(|v| *v = 0.0);
+                    }
+                }
+                let panel = &mut pack[p * KB * NR..p * KB * NR + kc * NR];
+                transpose_panel(isa, scratch, kc, panel);
+            }
+        }
+    }
+}
+
+/// `panel[k][j] = scratch[j][k]` for `j < NR`, `k < kc` (`scratch` rows `KB` apart).
+fn transpose_panel(isa: Isa, scratch: &[f32], kc: usize, panel: &mut [f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        done = kc / 8 * 8;
+        super::x86::transpose_16xk(scratch, KB, done, panel);
+    }
+    let _ = isa;
+    for k in done..kc {
+        for j in 0..NR {
+            panel[k * NR + j] = scratch[j * KB + k];
+        }
+    }
+}
