@@ -248,13 +248,19 @@ fn input_gradient_spans_several_tiles() -> bioalign_quant::Result<()> {
 }
 
 /// Shapes that cross every block boundary of the blocked product (rows of `x` past
-/// one 72-row sweep and one 6-row micro-tile, output columns past a 16-column panel
-/// and a 128-column block, depth past a 256-deep block and off multiples of 8), for
+/// one 120-row sweep and one 6-row micro-tile, output columns past a 16-column panel
+/// and a 1024-column block, depth past a 288-deep block and off multiples of 8), for
 /// each weight source, ISA and thread count, against the f64 product.
 #[test]
 fn blocked_products_match_f64_across_block_edges() {
     let bs = BlockSize::new(64).unwrap();
-    for (m, rows, cols) in [(7, 33, 9), (80, 270, 520), (4, 129, 257), (151, 17, 64)] {
+    for (m, rows, cols) in [
+        (7, 33, 9),
+        (80, 270, 520),
+        (4, 129, 257),
+        (151, 17, 64),
+        (13, 2100, 40),
+    ] {
         let data: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
             .collect();

@@ -1,12 +1,12 @@
 //! The cache-blocked product `y = x · Vᵀ` on AVX2 (BLIS's loop order).
 //!
 //! Threads own disjoint ranges of output columns (rows of `V`). Each packs a
-//! block of `V`, [`KB`] deep and [`NB`] wide, into panels of [`NR`] columns
-//! (`panel[k][j]`, 16 KiB: it stays in L1 while the micro-kernel sweeps the
-//! rows of `x`), dequantizing NF4 on the way; the block (128 KiB) and a pass of
-//! [`MB`] rows of `x` (72 KiB) stay in L2. The `6 × 16` micro-kernel keeps its
+//! block of `V`, up to [`KB`] deep and [`NB`] wide, into panels of [`NR`] columns
+//! (`panel[k][j]`, 18 KiB: it stays in L1 while the micro-kernel sweeps a pass
+//! of [`MB`] rows of `x`, themselves packed into micro-panels of [`MR`] rows and
+//! kept in L2), dequantizing NF4 on the way. The `6 × 16` micro-kernel keeps its
 //! twelve accumulators in registers over the whole depth and adds them into `y`
-//! once, so nothing is staged in between. Rows of `x` are read in place.
+//! once, so nothing is staged in between.
 //!
 //! The earlier tiling (one `64 × 256` tile of `V`, four `6 × 16` passes over it,
 //! results staged through a row buffer and copied back per thread) ran at 60 to
@@ -21,10 +21,11 @@ pub(crate) const NR: usize = 16;
 pub(crate) const MR: usize = 6;
 /// Depth of a packed block, at most (a 16-column panel of it is 18 KiB, in L1).
 const KB: usize = 288;
-/// Columns of a packed block (eight panels).
-const NB: usize = 128;
-/// Rows of `x` per sweep over a block.
-const MB: usize = 72;
+/// Columns of a packed block, at most (64 panels, 1.1 MiB: read from L3 once per
+/// sweep of [`MB`] rows).
+const NB: usize = 1024;
+/// Rows of `x` per sweep over a block (packed, 135 KiB, in L2).
+const MB: usize = 120;
 
 /// The output, shared by the threads; each writes only its own columns.
 struct OutPtr(*mut f32);
@@ -80,29 +81,30 @@ fn columns(
     c1: usize,
     out: &OutPtr,
 ) {
-    let mut pack = vec![0f32; KB * NB];
-    let mut scratch = vec![0f32; NR * KB];
-    for j0 in (c0..c1).step_by(NB) {
-        let nb = NB.min(c1 - j0);
-        // Equal blocks (multiples of 8) rather than a short last one.
-        let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
+    let nb_max = NB.min((c1 - c0).next_multiple_of(NR));
+    let mut pack = vec![0f32; KB * nb_max];
+    let mut apack = vec![0f32; MB.next_multiple_of(MR) * KB];
+    let mut scratch = vec![0f32; (NR * KB).max(NB)];
+    // Equal blocks (multiples of 8) rather than a short last one.
+    let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
+    for j0 in (c0..c1).step_by(nb_max) {
+        let nb = nb_max.min(c1 - j0);
         for k0 in (0..cols).step_by(kstep) {
             let kc = kstep.min(cols - k0);
             pack_block(isa, src, j0, nb, k0, kc, &mut pack, &mut scratch);
             for i0 in (0..m).step_by(MB) {
                 let i1 = (i0 + MB).min(m);
+                pack_rows(x, cols, i0, i1, k0, kc, &mut apack);
                 for p in 0..nb.div_ceil(NR) {
                     let nc = NR.min(nb - p * NR);
                     let panel = &pack[p * KB * NR..p * KB * NR + kc * NR];
-                    let mut i = i0;
-                    while i < i1 {
+                    for (q, i) in (i0..i1).step_by(MR).enumerate() {
                         let mr = MR.min(i1 - i);
-                        let a = &x[i * cols + k0..(i + mr - 1) * cols + k0 + kc];
+                        let a = &apack[q * KB * MR..q * KB * MR + kc * MR];
                         // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
                         // lie inside `y` (`m × rows`) and belong to this thread.
                         let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
-                        micro(isa, mr, a, cols, panel, kc, c, rows, nc, k0 > 0);
-                        i += mr;
+                        micro(isa, mr, a, panel, kc, c, rows, nc, k0 > 0);
                     }
                 }
             }
@@ -110,14 +112,43 @@ fn columns(
     }
 }
 
-/// `y[i][j] (+)= Σ_k a[i][k] · panel[k][j]` for `i < mr`, `j < nc`.
+/// Packs rows `i0..i1`, columns `k0..k0 + kc` of `x` into micro-panels of [`MR`]
+/// rows, `apack[q][k][r]` (stride `KB · MR` per panel; rows past `i1` are zero), so
+/// the micro-kernel reads `x` as one sequential stream.
+fn pack_rows(
+    x: &[f32],
+    cols: usize,
+    i0: usize,
+    i1: usize,
+    k0: usize,
+    kc: usize,
+    apack: &mut [f32],
+) {
+    for (q, i) in (i0..i1).step_by(MR).enumerate() {
+        let panel = &mut apack[q * KB * MR..q * KB * MR + kc * MR];
+        for r in 0..MR {
+            if i + r < i1 {
+                let row = &x[(i + r) * cols + k0..(i + r) * cols + k0 + kc];
+                for (k, &v) in row.iter().enumerate() {
+                    panel[k * MR + r] = v;
+                }
+            } else {
+                for k in 0..kc {
+                    panel[k * MR + r] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// `y[i][j] (+)= Σ_k a[k][i] · panel[k][j]` for `i < mr`, `j < nc` (`a` a packed
+/// micro-panel of [`MR`] rows).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn micro(
     isa: Isa,
     mr: usize,
     a: &[f32],
-    lda: usize,
     panel: &[f32],
     kc: usize,
     c: *mut f32,
@@ -125,26 +156,18 @@ fn micro(
     nc: usize,
     accumulate: bool,
 ) {
-    debug_assert!(panel.len() >= kc * NR && a.len() >= (mr - 1) * lda + kc);
+    debug_assert!(panel.len() >= kc * NR && a.len() >= kc * MR);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => super::x86::micro_6x16(
-            mr,
-            a.as_ptr(),
-            lda,
-            panel.as_ptr(),
-            kc,
-            c,
-            ldc,
-            nc,
-            accumulate,
-        ),
+        Isa::Avx2 | Isa::Avx512 => {
+            super::x86::micro_6x16(mr, a.as_ptr(), panel.as_ptr(), kc, c, ldc, nc, accumulate)
+        }
         _ => {
             for i in 0..mr {
                 for j in 0..nc {
                     let mut acc = 0f32;
                     for k in 0..kc {
-                        acc += a[i * lda + k] * panel[k * NR + j];
+                        acc += a[k * MR + i] * panel[k * NR + j];
                     }
                     // SAFETY: as in `columns`.
                     unsafe {

@@ -442,12 +442,11 @@ fn stream512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
 }
 
 /// The `mr × 16` micro-kernel (`mr ≤ 6`) of the blocked product: `c[i][j] (+)=
-/// Σ_k a[i·lda + k] · b[k·16 + j]` for `j < nc`.
+/// Σ_k a[k·6 + i] · b[k·16 + j]` for `j < nc` (`a` a packed micro-panel of 6 rows).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn micro_6x16(
     mr: usize,
     a: *const f32,
-    lda: usize,
     b: *const f32,
     kc: usize,
     c: *mut f32,
@@ -456,26 +455,25 @@ pub(super) fn micro_6x16(
     accumulate: bool,
 ) {
     // SAFETY: AVX2 and FMA were detected by the caller; the caller checked that
-    // `a` holds `mr` rows of `kc` values `lda` apart, `b` `kc × 16` values, and that
-    // `c` addresses `mr` rows of `nc` writable values `ldc` apart.
+    // `a` holds `kc × 6` values, `b` `kc × 16` values, and that `c` addresses `mr`
+    // rows of `nc` writable values `ldc` apart.
     unsafe {
         match mr {
-            6 => micro::<6>(a, lda, b, kc, c, ldc, nc, accumulate),
-            5 => micro::<5>(a, lda, b, kc, c, ldc, nc, accumulate),
-            4 => micro::<4>(a, lda, b, kc, c, ldc, nc, accumulate),
-            3 => micro::<3>(a, lda, b, kc, c, ldc, nc, accumulate),
-            2 => micro::<2>(a, lda, b, kc, c, ldc, nc, accumulate),
-            1 => micro::<1>(a, lda, b, kc, c, ldc, nc, accumulate),
+            6 => micro::<6>(a, b, kc, c, ldc, nc, accumulate),
+            5 => micro::<5>(a, b, kc, c, ldc, nc, accumulate),
+            4 => micro::<4>(a, b, kc, c, ldc, nc, accumulate),
+            3 => micro::<3>(a, b, kc, c, ldc, nc, accumulate),
+            2 => micro::<2>(a, b, kc, c, ldc, nc, accumulate),
+            1 => micro::<1>(a, b, kc, c, ldc, nc, accumulate),
             _ => unreachable!("micro-kernel rows: {mr}"),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop)]
 unsafe fn micro<const MR: usize>(
     a: *const f32,
-    lda: usize,
     b: *const f32,
     kc: usize,
     c: *mut f32,
@@ -484,15 +482,15 @@ unsafe fn micro<const MR: usize>(
     accumulate: bool,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    let rows: [*const f32; MR] = core::array::from_fn(|r| unsafe { a.add(r * lda) });
     // SAFETY (whole body): bounds as stated by `micro_6x16`'s caller.
     unsafe {
         for k in 0..kc {
             let bk = b.add(k * 16);
+            let ak = a.add(k * 6);
             let b0 = _mm256_loadu_ps(bk);
             let b1 = _mm256_loadu_ps(bk.add(8));
             for r in 0..MR {
-                let av = _mm256_broadcast_ss(&*rows[r].add(k));
+                let av = _mm256_broadcast_ss(&*ak.add(r));
                 acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
                 acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
             }
