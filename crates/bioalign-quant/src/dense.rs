@@ -66,10 +66,7 @@ pub fn try_flex_matmul<B: Backend>(
     let ws = wt
         .as_slice::<f32>()
         .expect("f32, contiguous after the copy");
-    let boxed: Box<dyn Any> = Box::new(x);
-    let xf = *boxed
-        .downcast::<Tensor<Flex, 2>>()
-        .expect("B is Flex: the weight downcast succeeded");
+    let xf: Tensor<Flex, 2> = same_type(x);
     let device = xf.device();
     let xt = xf.into_primitive().tensor();
     let xt = if xt.as_slice::<f32>().is_some() {
@@ -91,10 +88,15 @@ pub fn try_flex_matmul<B: Backend>(
         TensorData::new(y, [m, n]),
         &device,
     )));
-    let boxed: Box<dyn Any> = Box::new(out);
-    Ok(*boxed
-        .downcast::<Tensor<B, 2>>()
-        .expect("B is Flex: the input downcast succeeded"))
+    Ok(same_type(out))
+}
+
+/// `t` as `U`, which the caller established is `T` (`B` is `Flex`: the weight downcast
+/// succeeded).
+fn same_type<T: 'static, U: 'static>(t: T) -> U {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<U>()
+        .expect("B is Flex: the weight downcast succeeded")
 }
 
 #[cfg(test)]

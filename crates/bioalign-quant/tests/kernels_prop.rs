@@ -286,16 +286,16 @@ fn blocked_products_match_f64_across_block_edges() {
                 let what = format!("{m}x{rows}x{cols} {isa:?}/{threads}");
                 let mut y = vec![f32::NAN; m * rows];
                 kernels::matmul_nt(&x, m, &w, &mut y, isa, threads).unwrap();
-                check_nt(&x, m, &deq, rows, cols, &y, &format!("nf4 {what}"));
+                check_nt(&x, m, &deq_t, rows, cols, &y, &format!("nf4 {what}"));
                 let mut y = vec![f32::NAN; m * rows];
                 kernels::matmul_nt_f32(&x, m, &deq, rows, cols, &mut y, isa, threads).unwrap();
-                check_nt(&x, m, &deq, rows, cols, &y, &format!("f32 {what}"));
+                check_nt(&x, m, &deq_t, rows, cols, &y, &format!("f32 {what}"));
                 let mut y = vec![f32::NAN; m * rows];
                 kernels::matmul_kn_f32(&x, m, &deq_t, cols, rows, &mut y, isa, threads).unwrap();
                 check_nt(
                     &x,
                     m,
-                    &deq,
+                    &deq_t,
                     rows,
                     cols,
                     &y,
@@ -310,23 +310,11 @@ fn blocked_products_match_f64_across_block_edges() {
     }
 }
 
-/// `y = x · Wᵀ` (`W` `[rows, cols]`) within 1e-5 of each element's terms of the f64 product.
-fn check_nt(x: &[f32], m: usize, w: &[f32], rows: usize, cols: usize, y: &[f32], what: &str) {
-    for i in 0..m {
-        for j in 0..rows {
-            let (mut want, mut mag) = (0f64, 0f64);
-            for k in 0..cols {
-                let p = x[i * cols + k] as f64 * w[j * cols + k] as f64;
-                want += p;
-                mag += p.abs();
-            }
-            let got = y[i * rows + j] as f64;
-            assert!(
-                (got - want).abs() <= 1e-5 * mag + 1e-6,
-                "{what}: y[{i}][{j}] {got} vs {want}"
-            );
-        }
-    }
+/// `y = x · Wᵀ` within 1e-5 of each element's terms of the f64 product, with `W`
+/// given as its `[cols, rows]` transpose `w_t`: the check of `input_gradient_mismatch`.
+fn check_nt(x: &[f32], m: usize, w_t: &[f32], rows: usize, cols: usize, y: &[f32], what: &str) {
+    let bad = input_gradient_mismatch(x, m, w_t, cols, rows, y);
+    assert!(bad.is_none(), "{what}: {}", bad.unwrap_or_default());
 }
 
 #[test]

@@ -516,7 +516,7 @@ fn gemm_rows(
             };
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 | Isa::Avx512 => x86::tile_product(isa, &ctx, m, &mut out),
+                Isa::Avx512 => x86::tile_product(&ctx, m, &mut out),
                 _ => scalar::tile_product(&ctx, m, &mut out),
             }
         }

@@ -283,33 +283,20 @@ fn dot_f32_256(a: &[f32], b: &[f32]) -> f32 {
     t
 }
 
-/// `out[i][c0 + j] += Σ_k x[i][k0 + k] · tile[k][j]` for all `m` rows.
-pub(super) fn tile_product(isa: Isa, ctx: &TileCtx<'_>, m: usize, out: &mut [f32]) {
+/// `out[i][c0 + j] += Σ_k x[i][k0 + k] · tile[k][j]` for all `m` rows (AVX-512;
+/// AVX2 runs the blocked product of `blocked.rs`).
+pub(super) fn tile_product(ctx: &TileCtx<'_>, m: usize, out: &mut [f32]) {
     debug_assert!(ctx.tile.len() >= KC * NC);
     let mut i = 0;
-    // SAFETY: features checked by the caller through `Isa::available`.
+    // SAFETY: AVX-512 checked by the caller through `Isa::available`.
     unsafe {
-        match isa {
-            Isa::Avx512 => {
-                while i + 6 <= m {
-                    micro512::<6>(ctx, i, out);
-                    i += 6;
-                }
-                while i < m {
-                    micro512::<1>(ctx, i, out);
-                    i += 1;
-                }
-            }
-            _ => {
-                while i + 6 <= m {
-                    micro256::<6>(ctx, i, out);
-                    i += 6;
-                }
-                while i < m {
-                    micro256::<1>(ctx, i, out);
-                    i += 1;
-                }
-            }
+        while i + 6 <= m {
+            micro512::<6>(ctx, i, out);
+            i += 6;
+        }
+        while i < m {
+            micro512::<1>(ctx, i, out);
+            i += 1;
         }
     }
 }
@@ -349,44 +336,6 @@ fn micro512<const MR: usize>(ctx: &TileCtx<'_>, i0: usize, out: &mut [f32]) {
         }
         let o = (i0 + r) * ctx.width + ctx.out_col0;
         add_row(&mut out[o..o + ctx.nc], &row, ctx.nc);
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::needless_range_loop)] // register-blocked: rows and vectors index accumulators
-fn micro256<const MR: usize>(ctx: &TileCtx<'_>, i0: usize, out: &mut [f32]) {
-    let xs: [&[f32]; MR] = core::array::from_fn(|r| {
-        &ctx.x[(i0 + r) * ctx.cols + ctx.k0..(i0 + r) * ctx.cols + ctx.k0 + ctx.kc]
-    });
-    let mut rows = [[0f32; NC]; MR];
-    for j0 in (0..NC).step_by(16) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        for k in 0..ctx.kc {
-            let t = &ctx.tile[k * NC + j0..k * NC + j0 + 16];
-            // SAFETY: 16 readable floats.
-            let (w0, w1) = unsafe {
-                (
-                    _mm256_loadu_ps(t.as_ptr()),
-                    _mm256_loadu_ps(t.as_ptr().add(8)),
-                )
-            };
-            for r in 0..MR {
-                let xb = _mm256_set1_ps(xs[r][k]);
-                acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
-            }
-        }
-        for r in 0..MR {
-            // SAFETY: 16 writable floats at `j0`.
-            unsafe {
-                _mm256_storeu_ps(rows[r].as_mut_ptr().add(j0), acc[r][0]);
-                _mm256_storeu_ps(rows[r].as_mut_ptr().add(j0 + 8), acc[r][1]);
-            }
-        }
-    }
-    for (r, row) in rows.iter().enumerate() {
-        let o = (i0 + r) * ctx.width + ctx.out_col0;
-        add_row(&mut out[o..o + ctx.nc], row, ctx.nc);
     }
 }
 
