@@ -56,47 +56,57 @@ fn quantize_block(
         bits = bits.max(v.to_bits() & 0x7fff_ffff);
     }
     if bits >= 0x7f80_0000 {
-        let (i, &value) = x
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .unwrap_or((0, &f32::NAN));
-        return Err(Error::NonFinite {
-            index: first_index + i,
-            block,
-            value,
-            context: String::new(),
-        });
+        return Err(non_finite(x, first_index, block));
     }
     let am = f32::from_bits(bits);
     let clamped = am.max(MIN_SCALE);
-    let mut codes = [0u8; 4096];
-    let codes = &mut codes[..x.len()];
-    if is_short {
-        for (c, &v) in codes.iter_mut().zip(x) {
-            *c = bucket((v / clamped).clamp(-1.0, 1.0), bounds);
+    let inv = 1.0 / clamped;
+    // 64 values at a time through a small code buffer (a whole-block buffer
+    // would be zeroed for every block).
+    for (xc, oc) in x.chunks(64).zip(out.chunks_mut(32)) {
+        let mut codes = [0u8; 64];
+        let codes = &mut codes[..xc.len()];
+        if is_short {
+            for (c, &v) in codes.iter_mut().zip(xc) {
+                *c = bucket((v / clamped).clamp(-1.0, 1.0), bounds);
+            }
+        } else {
+            for (c, &v) in codes.iter_mut().zip(xc) {
+                *c = bucket((v * inv).clamp(-1.0, 1.0), bounds);
+            }
         }
-    } else {
-        let inv = 1.0 / clamped;
-        for (c, &v) in codes.iter_mut().zip(x) {
-            *c = bucket((v * inv).clamp(-1.0, 1.0), bounds);
+        let mut pad = bucket(0.0, bounds);
+        if let Some(order) = order {
+            for c in codes.iter_mut() {
+                *c = order[(*c & 15) as usize];
+            }
+            pad = order[pad as usize];
         }
-    }
-    let mut pad = bucket(0.0, bounds);
-    if let Some(order) = order {
-        for c in codes.iter_mut() {
-            *c = order[(*c & 15) as usize];
+        let mut pairs = codes.chunks_exact(2);
+        for (o, p) in oc.iter_mut().zip(&mut pairs) {
+            *o = (p[0] << 4) | p[1];
         }
-        pad = order[pad as usize];
-    }
-    let mut pairs = codes.chunks_exact(2);
-    for (o, p) in out.iter_mut().zip(&mut pairs) {
-        *o = (p[0] << 4) | p[1];
-    }
-    if let [last] = pairs.remainder() {
-        out[x.len() / 2] = (last << 4) | pad;
+        if let [last] = pairs.remainder() {
+            oc[xc.len() / 2] = (last << 4) | pad;
+        }
     }
     Ok(if is_short { clamped } else { am })
+}
+
+/// The error for a block holding an infinity or NaN, naming the first one.
+#[cold]
+fn non_finite(x: &[f32], first_index: usize, block: usize) -> Error {
+    let (i, &value) = x
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .unwrap_or((0, &f32::NAN));
+    Error::NonFinite {
+        index: first_index + i,
+        block,
+        value,
+        context: String::new(),
+    }
 }
 
 /// Blocks `first_block..` of the tensor (`full` = number of whole blocks).
@@ -141,7 +151,9 @@ fn quantize_blocks_avx512(
     quantize_blocks(first_block, full, bs, bounds, order, data, packed, absmax)
 }
 
-/// The same code compiled with AVX2 enabled.
+/// Explicit AVX2 kernels for whole blocks ([`crate::kernels::abs_max_bits`],
+/// [`crate::kernels::quantize_codes`]: a vectorized binary search over the
+/// midpoints), the portable code for the short last block.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
@@ -155,7 +167,26 @@ fn quantize_blocks_avx2(
     packed: &mut [u8],
     absmax: &mut [f32],
 ) -> Result<()> {
-    quantize_blocks(first_block, full, bs, bounds, order, data, packed, absmax)
+    for (j, ((x, out), am)) in data
+        .chunks(bs)
+        .zip(packed.chunks_mut(bs / 2))
+        .zip(absmax.iter_mut())
+        .enumerate()
+    {
+        let b = first_block + j;
+        if b >= full {
+            *am = quantize_block(x, true, b * bs, b, bounds, order, out)?;
+            continue;
+        }
+        let bits = crate::kernels::abs_max_bits(x);
+        if bits >= 0x7f80_0000 {
+            return Err(non_finite(x, b * bs, b));
+        }
+        let a = f32::from_bits(bits);
+        crate::kernels::quantize_codes(x, 1.0 / a.max(MIN_SCALE), bounds, order, out);
+        *am = a;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -223,20 +254,17 @@ pub fn quantize_4bit_into(
         return run(0, data, packed, absmax);
     }
     let per = blocks.div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = data
-            .chunks(per * bs)
-            .zip(packed.chunks_mut(per * bs / 2))
-            .zip(absmax.chunks_mut(per))
-            .enumerate()
-            .map(|(t, ((d, p), a))| s.spawn(move || run(t * per, d, p, a)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect::<Result<Vec<()>>>()
-    })?;
-    Ok(())
+    let mut parts: Vec<_> = data
+        .chunks(per * bs)
+        .zip(packed.chunks_mut(per * bs / 2))
+        .zip(absmax.chunks_mut(per))
+        .map(|((d, p), a)| (d, p, a, Ok(())))
+        .collect();
+    crate::kernels::par_chunks_mut(&mut parts, 1, |t, part| {
+        let (d, p, a, r) = &mut part[0];
+        *r = run(t * per, d, p, a);
+    });
+    parts.into_iter().try_for_each(|(_, _, _, r)| r)
 }
 
 /// Quantizes `data`; returns `(packed, absmax)`.
@@ -328,6 +356,45 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// The SIMD kernels pick the same codes as the portable loop, including
+    /// values exactly on a midpoint (bucketize takes the lower code), one ulp
+    /// either side of it, signed zeros and tiny or huge scales.
+    #[test]
+    fn simd_codes_equal_portable_codes() {
+        for qt in [QuantType::Nf4, QuantType::Fp4] {
+            let bounds = qt.bounds();
+            let mut x = vec![1.0f32, -1.0, 0.0, -0.0, 1e-30, -3e-39];
+            for b in bounds {
+                x.extend([b, b.next_up(), b.next_down(), -b]);
+            }
+            let mut s = 0x2545_f491_4f6c_dd1du64;
+            while x.len() < 5000 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let scale = [1.0f32, 3e-5, 7e4, 1e-36][(s >> 60) as usize % 4];
+                x.push(((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale);
+            }
+            for bs in [32, 64, 256, 4096] {
+                let blocksize = BlockSize::new(bs).unwrap();
+                let n = x.len();
+                let order_table = qt.order();
+                let order = (qt != QuantType::Nf4).then_some(&order_table);
+                let mut p_ref = vec![0u8; packed_len(n)];
+                let mut a_ref = vec![0f32; blocksize.blocks(n)];
+                quantize_blocks(0, n / bs, bs, &bounds, order, &x, &mut p_ref, &mut a_ref).unwrap();
+                let (p, a) = quantize_4bit(&x, blocksize, qt).unwrap();
+                assert_eq!(p, p_ref, "{qt:?} bs {bs}: packed codes");
+                assert!(
+                    a.iter()
+                        .zip(&a_ref)
+                        .all(|(u, v)| u.to_bits() == v.to_bits()),
+                    "{qt:?} bs {bs}: absmax"
+                );
+            }
+        }
     }
 
     #[test]

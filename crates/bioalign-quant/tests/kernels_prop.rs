@@ -329,3 +329,88 @@ fn kn_product_rejects_wrong_lengths() {
     let e = kernels::matmul_kn_f32(&x, 2, &w, 3, 4, &mut y[..7], Isa::detect(), 1).unwrap_err();
     assert!(e.to_string().contains("output"), "{e}");
 }
+
+/// Rows of whole 64-value chunks take AVX2's byte-plane GEMV (`vpshufb`
+/// look-ups on a permuted `x`); block sizes below, at and above 64 cover one
+/// scale per half chunk, per chunk, and per several rows.
+#[test]
+fn gemv_on_whole_chunks_matches_scalar() -> Result<(), bioalign_quant::Error> {
+    for (cols, bs, qt) in [
+        (64, 32, QuantType::Nf4),
+        (192, 64, QuantType::Nf4),
+        (576, 128, QuantType::Fp4),
+        (128, 256, QuantType::Nf4),
+        (640, 32, QuantType::Fp4),
+    ] {
+        let rows = 7;
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / (300.0 + (i / 97) as f32))
+            .collect();
+        let bs = BlockSize::new(bs)?;
+        let (packed, absmax) = quantize_4bit(&data, bs, qt)?;
+        let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, qt)?;
+        let mut deq = vec![0f32; rows * cols];
+        kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1)?;
+        for m in 1..=3 {
+            let x: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
+                .collect();
+            let mut y_ref = vec![0f32; m * rows];
+            kernels::matmul_nt(&x, m, &w, &mut y_ref, Isa::Scalar, 1)?;
+            for isa in Isa::all_available() {
+                let mut y = vec![f32::NAN; m * rows];
+                kernels::matmul_nt(&x, m, &w, &mut y, isa, 2)?;
+                for i in 0..m {
+                    for j in 0..rows {
+                        let t = tolerance(&x, &deq, cols, i, j);
+                        let (a, b) = (y[i * rows + j], y_ref[i * rows + j]);
+                        assert!(
+                            (a - b).abs() <= t,
+                            "{isa:?} cols {cols} bs {bs:?} {qt:?}: y[{i}][{j}] {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Outputs of 2^20 values or more are written with non-temporal stores, whose
+/// width depends on the output's alignment: every ISA, alignment and thread
+/// count gives the scalar path's bits.
+#[test]
+fn streamed_dequantization_is_bit_exact() -> Result<(), bioalign_quant::Error> {
+    let (rows, cols) = (1030, 1024 + 32);
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 333.0)
+        .collect();
+    let (packed, absmax) = quantize_4bit(&data, BlockSize::DEFAULT, QuantType::Nf4)?;
+    let w = Nf4Weight::new(
+        &packed,
+        &absmax,
+        rows,
+        cols,
+        BlockSize::DEFAULT,
+        QuantType::Nf4,
+    )?;
+    let n = rows * cols;
+    let mut reference = vec![0f32; n];
+    kernels::dequantize_f32(&w, &mut reference, Isa::Scalar, 1)?;
+    let mut buf = vec![0f32; n + 8];
+    for isa in Isa::all_available() {
+        for offset in [0, 1, 4, 8] {
+            for threads in [1, 2, 3] {
+                let out = &mut buf[offset..offset + n];
+                out.fill(f32::NAN);
+                kernels::dequantize_f32(&w, out, isa, threads)?;
+                let bad = out
+                    .iter()
+                    .zip(&reference)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert_eq!(bad, None, "{isa:?} offset {offset} threads {threads}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -56,15 +56,19 @@ pub(super) fn gemm(
     let per = panels.div_ceil(t) * NR;
     let out = OutPtr(y.as_mut_ptr());
     let out = &out;
-    std::thread::scope(|s| {
-        let mut ranges = (0..rows).step_by(per).map(|c0| (c0, (c0 + per).min(rows)));
-        let first = ranges.next();
-        for (c0, c1) in ranges {
-            s.spawn(move || columns(isa, src, x, m, rows, cols, c0, c1, out));
-        }
-        if let Some((c0, c1)) = first {
-            columns(isa, src, x, m, rows, cols, c0, c1, out);
-        }
+    let mut ranges: Vec<usize> = (0..rows).step_by(per).collect();
+    super::par_chunks_mut(&mut ranges, 1, |_, c0| {
+        columns(
+            isa,
+            src,
+            x,
+            m,
+            rows,
+            cols,
+            c0[0],
+            (c0[0] + per).min(rows),
+            out,
+        );
     });
 }
 

@@ -13,6 +13,9 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{abs_max_bits, quantize_codes};
+
 use half::bf16;
 
 use crate::blockwise::check_lengths;
@@ -70,7 +73,10 @@ impl Isa {
 }
 
 /// Runs `f(index, chunk)` over `out.chunks_mut(chunk)`: the first chunk on the
-/// calling thread, the others on scoped threads.
+/// calling thread, the others on rayon's pool (the one burn-flex uses, so
+/// the two never oversubscribe the cores). Handing a job to a parked pool
+/// thread costs a few µs where spawning a thread cost about 70 µs on the
+/// 2-core machines, as much as a whole small product.
 pub(crate) fn par_chunks_mut<T: Send>(
     out: &mut [T],
     chunk: usize,
@@ -80,10 +86,14 @@ pub(crate) fn par_chunks_mut<T: Send>(
     let Some((i0, first)) = it.next() else {
         return;
     };
-    std::thread::scope(|s| {
+    if it.len() == 0 {
+        f(i0, first);
+        return;
+    }
+    rayon::in_place_scope(|s| {
         for (i, c) in it {
             let f = &f;
-            s.spawn(move || f(i, c));
+            s.spawn(move |_| f(i, c));
         }
         f(i0, first);
     });
@@ -91,8 +101,11 @@ pub(crate) fn par_chunks_mut<T: Send>(
 
 /// Threads to use: `requested` (0 = all cores), at most `work_items`.
 pub(crate) fn thread_count(requested: usize, work_items: usize) -> usize {
+    // `available_parallelism` reads the cgroup files on every call (a few µs, as
+    // much as a small product); the core count is read once.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let t = if requested == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     } else {
         requested
     };
@@ -188,9 +201,12 @@ pub fn dequantize_f32(w: &Nf4Weight<'_>, out: &mut [f32], isa: Isa, threads: usi
     par_chunks_mut(out, chunk, |i, o| {
         // Outputs past the caches: stream the stores (same values).
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 && n >= STREAM_MIN {
-            x86::dequant_stream(w, i * chunk, o);
-            return;
+        if n >= STREAM_MIN {
+            match isa {
+                Isa::Avx512 => return x86::dequant_stream(w, i * chunk, o),
+                Isa::Avx2 => return x86::dequant_stream_avx2(w, i * chunk, o),
+                Isa::Scalar => {}
+            }
         }
         w.dequant_range(isa, i * chunk, o)
     });
@@ -235,10 +251,12 @@ pub fn f32_to_bf16_rne(v: f32) -> u16 {
     }
 }
 
-/// Chunk length splitting `n` elements over threads (one per 2^20 elements,
-/// below that a thread costs more than it saves), a multiple of 2048.
+/// Chunk length splitting `n` elements over threads (one per 2^17 elements),
+/// a multiple of 2048.
 fn parallel_chunk(n: usize, threads: usize) -> usize {
-    let t = thread_count(threads, n / (1 << 20) + 1);
+    // A thread per 2^17 values: handing work to rayon's parked threads costs a
+    // few µs, so even a SmolLM2 projection (3.3e5 values) splits.
+    let t = thread_count(threads, n / (1 << 17) + 1);
     n.div_ceil(t).div_ceil(2048).max(1) * 2048
 }
 
@@ -435,8 +453,8 @@ fn run_matmul(
     // so they always tile.
     let by_rows = matches!(src, WeightSource::Nf4(_) | WeightSource::F32 { .. });
     if m < GEMV_MAX_M && by_rows {
-        // One thread per 2^20 weights: below that, spawning costs more than it saves.
-        let t = thread_count(threads, rows * cols / (1 << 20) + 1);
+        // One thread per 2^17 weights (see `parallel_chunk`).
+        let t = thread_count(threads, rows * cols / (1 << 17) + 1);
         let per = rows.div_ceil(t);
         for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
             par_chunks_mut(yi, per, |ti, yc| gemv_rows(isa, src, xi, ti * per, yc));
@@ -452,17 +470,10 @@ fn run_matmul(
         rows.div_ceil(NC).min(m * rows * cols / (1 << 22) + 1),
     );
     let per = rows.div_ceil(NC).div_ceil(t) * NC;
-    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..rows)
-            .step_by(per)
-            .map(|r0| {
-                let r1 = (r0 + per).min(rows);
-                s.spawn(move || (r0, gemm_rows(isa, src, x, m, cols, r0, r1)))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+    let mut parts: Vec<(usize, Vec<f32>)> = (0..rows).step_by(per).map(|r0| (r0, vec![])).collect();
+    par_chunks_mut(&mut parts, 1, |_, p| {
+        let r0 = p[0].0;
+        p[0].1 = gemm_rows(isa, src, x, m, cols, r0, (r0 + per).min(rows));
     });
     for (r0, part) in parts {
         let width = part.len() / m;

@@ -72,13 +72,23 @@ fn dequant512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     }
 }
 
-/// 16-entry table look-up with AVX2: two 8-entry permutes, blended on bit 3.
+/// 16-entry table look-up with AVX2: two 8-entry permutes, blended on the sign.
+/// `idx` holds each code sign-extended from the byte `code | code << 4`, so
+/// its low three bits pick within a half and its sign bit (code bit 3) picks
+/// the half: no shift or compare to build the blend mask.
 #[target_feature(enable = "avx2,fma")]
 fn lookup256(idx: __m256i, lo: __m256, hi: __m256) -> __m256 {
     let a = _mm256_permutevar8x32_ps(lo, idx);
     let b = _mm256_permutevar8x32_ps(hi, idx);
-    let sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
-    _mm256_blendv_ps(a, b, sel)
+    _mm256_blendv_ps(a, b, _mm256_castsi256_ps(idx))
+}
+
+/// Codes (bytes below 16) copied into their high nibble: `c | c << 4`, whose
+/// sign bit is the code's bit 3 (16-bit shifts cannot carry across bytes here).
+#[inline(always)]
+fn signed_codes(c: __m128i) -> __m128i {
+    // SAFETY-free SSE2 arithmetic; SSE2 is baseline on x86_64.
+    unsafe { _mm_or_si128(c, _mm_slli_epi16(c, 4)) }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -96,11 +106,12 @@ fn lut256(code: &[f32; 16]) -> (__m256, __m256) {
 #[target_feature(enable = "avx2,fma")]
 fn chunk256(packed: &[u8], e: usize, lo: __m256, hi: __m256) -> [__m256; 4] {
     let (a, b) = nibbles(load16(packed, e));
+    let (a, b) = (signed_codes(a), signed_codes(b));
     [
-        lookup256(_mm256_cvtepu8_epi32(a), lo, hi),
-        lookup256(_mm256_cvtepu8_epi32(_mm_srli_si128(a, 8)), lo, hi),
-        lookup256(_mm256_cvtepu8_epi32(b), lo, hi),
-        lookup256(_mm256_cvtepu8_epi32(_mm_srli_si128(b, 8)), lo, hi),
+        lookup256(_mm256_cvtepi8_epi32(a), lo, hi),
+        lookup256(_mm256_cvtepi8_epi32(_mm_srli_si128(a, 8)), lo, hi),
+        lookup256(_mm256_cvtepi8_epi32(b), lo, hi),
+        lookup256(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)), lo, hi),
     ]
 }
 
@@ -122,6 +133,11 @@ fn dequant256(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
 /// `y[j] = x · dequant(W[r0 + j])`, fused: codes are looked up in registers.
 pub(super) fn gemv_nf4(isa: Isa, w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mut [f32]) {
     let cols = w.cols;
+    if isa == Isa::Avx2 && cols.is_multiple_of(64) {
+        // SAFETY: the caller checked AVX2 and FMA through `Isa::available`.
+        unsafe { gemv_nf4_planes(w, x, r0, y) };
+        return;
+    }
     for (j, yj) in y.iter_mut().enumerate() {
         let s = (r0 + j) * cols;
         let head = ((32 - s % 32) % 32).min(cols);
@@ -146,6 +162,113 @@ pub(super) fn gemv_nf4(isa: Isa, w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mu
             acc += a * b;
         }
         *yj = acc;
+    }
+}
+
+/// The 16 code values split into byte planes for `vpshufb`: plane `k` holds
+/// byte `k` (little-endian) of every code's f32 bits, in both 128-bit lanes.
+#[target_feature(enable = "avx2,fma")]
+fn byte_planes(code: &[f32; 16]) -> [__m256i; 4] {
+    let mut planes = [[0u8; 16]; 4];
+    for (c, v) in code.iter().enumerate() {
+        for (plane, b) in planes.iter_mut().zip(v.to_bits().to_le_bytes()) {
+            plane[c] = b;
+        }
+    }
+    // SAFETY: each plane has 16 readable bytes.
+    planes.map(|p| unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(p.as_ptr().cast())) })
+}
+
+/// Looks up 32 codes (one per byte of `idx`, each below 16) with four `vpshufb`
+/// and rebuilds the f32 bits with byte and word interleaves. The four vectors
+/// hold the codes of bytes `{0..4, 16..20}`, `{4..8, 20..24}`, `{8..12, 24..28}`
+/// and `{12..16, 28..32}`: in-lane interleaves keep 128-bit lanes apart.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lookup_planes(idx: __m256i, p: &[__m256i; 4]) -> [__m256; 4] {
+    let b0 = _mm256_shuffle_epi8(p[0], idx);
+    let b1 = _mm256_shuffle_epi8(p[1], idx);
+    let b2 = _mm256_shuffle_epi8(p[2], idx);
+    let b3 = _mm256_shuffle_epi8(p[3], idx);
+    let (la, lb) = (_mm256_unpacklo_epi8(b0, b1), _mm256_unpackhi_epi8(b0, b1));
+    let (ha, hb) = (_mm256_unpacklo_epi8(b2, b3), _mm256_unpackhi_epi8(b2, b3));
+    [
+        _mm256_castsi256_ps(_mm256_unpacklo_epi16(la, ha)),
+        _mm256_castsi256_ps(_mm256_unpackhi_epi16(la, ha)),
+        _mm256_castsi256_ps(_mm256_unpacklo_epi16(lb, hb)),
+        _mm256_castsi256_ps(_mm256_unpackhi_epi16(lb, hb)),
+    ]
+}
+
+/// Position, within a 64-element chunk, of the value that [`lookup_planes`]
+/// puts at lane `i` (`0..64`) when the chunk's 32 bytes are looked up high
+/// nibbles first (vectors 0-3), then low nibbles (vectors 4-7).
+fn plane_order(i: usize) -> usize {
+    let (v, lane) = (i / 8, i % 8);
+    let byte = 16 * (lane / 4) + 4 * (v % 4) + lane % 4;
+    2 * byte + usize::from(v >= 4)
+}
+
+/// AVX2 GEMV for `cols % 64 == 0`: `x` is permuted once into the order
+/// [`lookup_planes`] produces, so each 64-value chunk of a row costs one
+/// 32-byte load, eight `vpshufb` and sixteen interleaves, and no lane crossing.
+#[target_feature(enable = "avx2,fma")]
+fn gemv_nf4_planes(w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mut [f32]) {
+    let cols = w.cols;
+    let mut xp = vec![0f32; cols];
+    for (c, chunk) in xp.chunks_exact_mut(64).enumerate() {
+        for (i, v) in chunk.iter_mut().enumerate() {
+            *v = x[64 * c + plane_order(i)];
+        }
+    }
+    let planes = byte_planes(w.quant_type.code());
+    let mask = _mm256_set1_epi8(0x0f);
+    let shift = w.blocksize.get().trailing_zeros();
+    let split = w.blocksize.get() < 64;
+    let chunks = cols / 64;
+    assert!(w.packed.len() >= (r0 + y.len()) * cols / 2);
+    assert!(w.absmax.len() >= ((r0 + y.len()) * cols) >> shift);
+    // One chunk's dot product with `xp`, scaled by its block scale(s).
+    let chunk = |e: usize, c: usize| -> __m256 {
+        // SAFETY: the asserts above bound every byte, scale and `xp` read.
+        unsafe {
+            let raw = _mm256_loadu_si256(w.packed.as_ptr().add(e / 2).cast());
+            let hi = lookup_planes(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), &planes);
+            let lo = lookup_planes(_mm256_and_si256(raw, mask), &planes);
+            let p = xp.as_ptr().add(64 * c);
+            let mut t0 = _mm256_mul_ps(hi[0], _mm256_loadu_ps(p));
+            let mut t1 = _mm256_mul_ps(hi[1], _mm256_loadu_ps(p.add(8)));
+            t0 = _mm256_fmadd_ps(hi[2], _mm256_loadu_ps(p.add(16)), t0);
+            t1 = _mm256_fmadd_ps(hi[3], _mm256_loadu_ps(p.add(24)), t1);
+            t0 = _mm256_fmadd_ps(lo[0], _mm256_loadu_ps(p.add(32)), t0);
+            t1 = _mm256_fmadd_ps(lo[1], _mm256_loadu_ps(p.add(40)), t1);
+            t0 = _mm256_fmadd_ps(lo[2], _mm256_loadu_ps(p.add(48)), t0);
+            t1 = _mm256_fmadd_ps(lo[3], _mm256_loadu_ps(p.add(56)), t1);
+            let a0 = *w.absmax.get_unchecked(e >> shift);
+            // Lanes 0-3 hold values from the chunk's first 32, lanes 4-7 from its
+            // second 32: with 32-value blocks the two scales differ.
+            let scale = if split {
+                let a1 = *w.absmax.get_unchecked((e + 32) >> shift);
+                _mm256_setr_m128(_mm_set1_ps(a0), _mm_set1_ps(a1))
+            } else {
+                _mm256_set1_ps(a0)
+            };
+            _mm256_mul_ps(_mm256_add_ps(t0, t1), scale)
+        }
+    };
+    for (j, yj) in y.iter_mut().enumerate() {
+        let s = (r0 + j) * cols;
+        // Two accumulators in registers, so consecutive chunks do not wait on
+        // each other's additions.
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in (0..chunks & !1).step_by(2) {
+            acc0 = _mm256_add_ps(acc0, chunk(s + 64 * c, c));
+            acc1 = _mm256_add_ps(acc1, chunk(s + 64 * c + 64, c + 1));
+        }
+        if chunks % 2 == 1 {
+            acc0 = _mm256_add_ps(acc0, chunk(s + 64 * (chunks - 1), chunks - 1));
+        }
+        *yj = hsum256(_mm256_add_ps(acc0, acc1));
     }
 }
 
@@ -390,6 +513,49 @@ fn stream512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     _mm_sfence();
 }
 
+/// AVX2 dequantization of whole 32-element chunks (`start` a multiple of 32)
+/// with non-temporal stores, for outputs past the caches: the stores skip the
+/// read-for-ownership of every output line. 32-byte aligned outputs take
+/// 256-bit streams, 16-byte aligned ones 128-bit streams, others plain stores.
+pub(super) fn dequant_stream_avx2(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    debug_assert!(start.is_multiple_of(32));
+    let body = out.len() / 32 * 32;
+    // SAFETY: AVX2 and FMA were detected by the caller.
+    unsafe {
+        match out.as_ptr() as usize % 32 {
+            0 => stream256::<32>(w, start, &mut out[..body]),
+            16 => stream256::<16>(w, start, &mut out[..body]),
+            _ => dequant256(w, start, &mut out[..body]),
+        }
+    }
+    w.scalar_range(start + body, &mut out[body..]);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn stream256<const ALIGN: usize>(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
+    let (lo, hi) = lut256(w.quant_type.code());
+    let shift = w.blocksize.get().trailing_zeros();
+    for (c, o) in out.chunks_exact_mut(32).enumerate() {
+        let e = start + c * 32;
+        let s = _mm256_set1_ps(w.absmax[e >> shift]);
+        let v = chunk256(w.packed, e, lo, hi);
+        for (q, vq) in v.iter().enumerate() {
+            let r = _mm256_mul_ps(*vq, s);
+            // SAFETY: `o` has 32 writable floats at an address aligned to ALIGN bytes.
+            unsafe {
+                let p = o.as_mut_ptr().add(8 * q);
+                if ALIGN == 32 {
+                    _mm256_stream_ps(p, r);
+                } else {
+                    _mm_stream_ps(p, _mm256_castps256_ps128(r));
+                    _mm_stream_ps(p.add(4), _mm256_extractf128_ps::<1>(r));
+                }
+            }
+        }
+    }
+    _mm_sfence();
+}
+
 /// The `mr × 16` micro-kernel (`mr ≤ 6`) of the blocked product: `c[i][j] (+)=
 /// Σ_k a[k·6 + i] · b[k·16 + j]` for `j < nc` (`a` a packed micro-panel of 6 rows).
 #[allow(clippy::too_many_arguments)]
@@ -514,5 +680,111 @@ unsafe fn transpose_avx(src: *const f32, ld: usize, kc: usize, dst: *mut f32) {
                 }
             }
         }
+    }
+}
+
+/// Largest `|x|` of `x` as f32 bits (sign cleared): integer order equals float
+/// order for non-negative floats, and every infinity or NaN is `>= 0x7f80_0000`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn abs_max_bits(x: &[f32]) -> u32 {
+    let mask = _mm256_set1_epi32(0x7fff_ffff);
+    let mut m = _mm256_setzero_si256();
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        // SAFETY: `c` has 8 readable floats.
+        let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+        m = _mm256_max_epu32(m, _mm256_and_si256(v, mask));
+    }
+    let mut lanes = [0u32; 8];
+    // SAFETY: `lanes` has room for 8 u32.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), m) };
+    let tail = chunks.remainder().iter().map(|v| v.to_bits() & 0x7fff_ffff);
+    lanes.into_iter().chain(tail).max().unwrap_or(0)
+}
+
+/// Sorted-code position of 8 scaled values: the count of `bounds` strictly below
+/// each, found by a four-step binary search (the thresholds of steps 3 and 4
+/// come from `vpermps` on the quarter and half points).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn bucket8(
+    s: __m256,
+    b7: __m256,
+    b3: __m256,
+    b11: __m256,
+    quarters: __m256,
+    halves: __m256,
+) -> __m256i {
+    let m8 = _mm256_cmp_ps::<_CMP_LT_OQ>(b7, s);
+    let mut idx = _mm256_and_si256(_mm256_castps_si256(m8), _mm256_set1_epi32(8));
+    let m4 = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_blendv_ps(b3, b11, m8), s);
+    idx = _mm256_or_si256(
+        idx,
+        _mm256_and_si256(_mm256_castps_si256(m4), _mm256_set1_epi32(4)),
+    );
+    let t2 = _mm256_permutevar8x32_ps(quarters, _mm256_srli_epi32(idx, 2));
+    let m2 = _mm256_cmp_ps::<_CMP_LT_OQ>(t2, s);
+    idx = _mm256_or_si256(
+        idx,
+        _mm256_and_si256(_mm256_castps_si256(m2), _mm256_set1_epi32(2)),
+    );
+    let t1 = _mm256_permutevar8x32_ps(halves, _mm256_srli_epi32(idx, 1));
+    let m1 = _mm256_cmp_ps::<_CMP_LT_OQ>(t1, s);
+    _mm256_or_si256(
+        idx,
+        _mm256_and_si256(_mm256_castps_si256(m1), _mm256_set1_epi32(1)),
+    )
+}
+
+/// Codes of a whole block (`x.len()` a multiple of 32) scaled by `inv` and
+/// clamped to `[-1, 1]`, exactly as the scalar path rounds them, packed two
+/// per byte (first element in the high nibble) into `out` (`x.len() / 2`
+/// bytes). `order` maps sorted positions to codes (FP4).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn quantize_codes(
+    x: &[f32],
+    inv: f32,
+    bounds: &[f32; 15],
+    order: Option<&[u8; 16]>,
+    out: &mut [u8],
+) {
+    assert!(x.len().is_multiple_of(32) && out.len() == x.len() / 2);
+    let b = |i: usize| _mm256_set1_ps(bounds[i]);
+    let (b7, b3, b11) = (b(7), b(3), b(11));
+    let q = [
+        bounds[1], bounds[5], bounds[9], bounds[13], 0.0, 0.0, 0.0, 0.0,
+    ];
+    let h: [f32; 8] = core::array::from_fn(|i| bounds[2 * i]);
+    // SAFETY: 8 readable floats each.
+    let (quarters, halves) = unsafe { (_mm256_loadu_ps(q.as_ptr()), _mm256_loadu_ps(h.as_ptr())) };
+    let identity: [u8; 16] = core::array::from_fn(|i| i as u8);
+    // SAFETY: 16 readable bytes.
+    let map = unsafe {
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(order.unwrap_or(&identity).as_ptr().cast()))
+    };
+    let (vinv, lo, hi) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(-1.0),
+        _mm256_set1_ps(1.0),
+    );
+    let pair = _mm256_set1_epi16(0x0110); // bytes (16, 1): 16 * first + second
+    for (xc, oc) in x.chunks_exact(32).zip(out.chunks_exact_mut(16)) {
+        let idx: [__m256i; 4] = core::array::from_fn(|k| {
+            // SAFETY: `xc` has 32 readable floats.
+            let v = unsafe { _mm256_loadu_ps(xc.as_ptr().add(8 * k)) };
+            let s = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, vinv), lo), hi);
+            bucket8(s, b7, b3, b11, quarters, halves)
+        });
+        // 32 positions as bytes, back in element order after the in-lane packs.
+        let w = _mm256_packus_epi16(
+            _mm256_packus_epi32(idx[0], idx[1]),
+            _mm256_packus_epi32(idx[2], idx[3]),
+        );
+        let bytes = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let codes = _mm256_shuffle_epi8(map, bytes);
+        let pairs = _mm256_maddubs_epi16(codes, pair);
+        let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(pairs, pairs));
+        // SAFETY: `oc` has 16 writable bytes.
+        unsafe { _mm_storeu_si128(oc.as_mut_ptr().cast(), _mm256_castsi256_si128(packed)) };
     }
 }
