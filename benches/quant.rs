@@ -55,6 +55,23 @@ fn memcpy(c: &mut Criterion) {
     g.bench_function("memcpy_64MiB", |b| {
         b.iter(|| dst.copy_from_slice(black_box(&src)));
     });
+    // The machine's copy ceiling for outputs the size of a Llama-3 MLP weight,
+    // split over every core as the dequantization is.
+    let n = 256 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    g.throughput(Throughput::Bytes(2 * n as u64));
+    g.bench_function("memcpy_parallel_256MiB", |b| {
+        b.iter(|| {
+            let per = n.div_ceil(threads);
+            std::thread::scope(|s| {
+                for (d, c) in dst.chunks_mut(per).zip(black_box(&src).chunks(per)) {
+                    s.spawn(move || d.copy_from_slice(c));
+                }
+            });
+        });
+    });
     g.finish();
 }
 
