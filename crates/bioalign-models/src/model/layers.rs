@@ -5,7 +5,6 @@ use bioalign_quant::Nf4Linear;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -151,10 +150,10 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     /// `[b, s, h] -> [b, s, h]`: `weight * x / sqrt(mean(x^2) + eps)`.
+    /// One fused pass on burn-flex (and a hand-written backward under autodiff),
+    /// burn's expression elsewhere: [`super::fused::rms_norm`].
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let var = x.clone().square().mean_dim(2);
-        let x = x * var.add_scalar(self.eps).sqrt().recip();
-        x * self.weight.val().unsqueeze::<3>()
+        super::fused::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -314,8 +313,9 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `[b, s, hidden] -> [b, s, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let g = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(g * self.up_proj.forward(x))
+        let g = self.gate_proj.forward(x.clone());
+        let gated = super::fused::swiglu(g, self.up_proj.forward(x));
+        self.down_proj.forward(gated)
     }
 }
 

@@ -2,6 +2,7 @@
 //! sliding-window attention) and Phi-3 (Abdin et al. 2024, LongRoPE), matching transformers'
 //! `LlamaForCausalLM`, `MistralForCausalLM` and `Phi3ForCausalLM` (eager attention).
 
+mod fused;
 mod layers;
 mod lora;
 mod rope;

@@ -1,0 +1,431 @@
+//! SwiGLU's gate (`silu(g) · u`) and RMSNorm as single passes on burn-flex, with
+//! hand-written backward passes under burn's autodiff.
+//!
+//! Written as burn ops, SwiGLU runs three passes forward (sigmoid, two products) and
+//! its graph keeps four `[tokens, intermediate]` tensors (`g`, `sigmoid(g)`,
+//! `silu(g)`, `u`); RMSNorm runs six and keeps five `[tokens, hidden]` ones. The fused
+//! ops read their inputs once and keep only them (`g`, `u`; `x`, `weight`), which
+//! is most of a training step's activation memory besides attention. Any other
+//! backend, or a tensor not on burn-flex, runs the burn expressions unchanged.
+
+use std::any::Any;
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn_flex::Flex;
+use rayon::prelude::*;
+
+/// Elements per parallel task: below a few tens of thousands, handing work to
+/// the pool costs more than it saves.
+const GRAIN: usize = 1 << 15;
+
+/// `silu(g) · u` for `g`, `u` of the same shape.
+pub(crate) fn swiglu<B: Backend, const D: usize>(g: Tensor<B, D>, u: Tensor<B, D>) -> Tensor<B, D> {
+    macro_rules! fused {
+        ($ad:ty) => {
+            if let Some((g2, u2)) = both::<B, $ad, D>(&g, &u) {
+                return same_type(swiglu_autodiff::<_, D>(g2, u2));
+            }
+        };
+    }
+    if let Some((g2, u2)) = both::<B, Flex, D>(&g, &u) {
+        let shape = g2.shape();
+        let device = g2.device();
+        let (gs, us) = (
+            values(g2.into_primitive().tensor()),
+            values(u2.into_primitive().tensor()),
+        );
+        let y = swiglu_forward(&gs, &us);
+        return same_type(Tensor::<Flex, D>::from_data(
+            TensorData::new(y, shape),
+            &device,
+        ));
+    }
+    fused!(Autodiff<Flex, NoCheckpointing>);
+    fused!(Autodiff<Flex, BalancedCheckpointing>);
+    silu(g) * u
+}
+
+/// `weight · x / sqrt(mean(x²) + eps)` over the last dimension of `x`.
+pub(crate) fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    macro_rules! fused {
+        ($ad:ty) => {
+            if let (Some(x2), Some(w2)) = (
+                (&x as &dyn Any).downcast_ref::<Tensor<$ad, D>>(),
+                (&weight as &dyn Any).downcast_ref::<Tensor<$ad, 1>>(),
+            ) {
+                return same_type(rms_norm_autodiff::<_, D>(
+                    x2.clone(),
+                    w2.clone(),
+                    eps as f32,
+                ));
+            }
+        };
+    }
+    if let (Some(x2), Some(w2)) = (
+        (&x as &dyn Any).downcast_ref::<Tensor<Flex, D>>(),
+        (&weight as &dyn Any).downcast_ref::<Tensor<Flex, 1>>(),
+    ) {
+        let shape = x2.shape();
+        let device = x2.device();
+        let xs = values(x2.clone().into_primitive().tensor());
+        let ws = values(w2.clone().into_primitive().tensor());
+        let y = rms_forward(&xs, &ws, eps as f32);
+        return same_type(Tensor::<Flex, D>::from_data(
+            TensorData::new(y, shape),
+            &device,
+        ));
+    }
+    fused!(Autodiff<Flex, NoCheckpointing>);
+    fused!(Autodiff<Flex, BalancedCheckpointing>);
+    let var = x.clone().square().mean_dim(D - 1);
+    let x = x * var.add_scalar(eps).sqrt().recip();
+    x * weight.unsqueeze::<D>()
+}
+
+/// Both tensors as `Tensor<T, D>` when `B` is `T`.
+fn both<B: Backend, T: Backend, const D: usize>(
+    a: &Tensor<B, D>,
+    b: &Tensor<B, D>,
+) -> Option<(Tensor<T, D>, Tensor<T, D>)> {
+    let a = (a as &dyn Any).downcast_ref::<Tensor<T, D>>()?;
+    let b = (b as &dyn Any).downcast_ref::<Tensor<T, D>>()?;
+    Some((a.clone(), b.clone()))
+}
+
+/// `t` as `Tensor<B, D>`; the callers checked that the types are equal.
+fn same_type<T: Backend, B: Backend, const D: usize>(t: Tensor<T, D>) -> Tensor<B, D> {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<Tensor<B, D>>()
+        .expect("checked: same backend type")
+}
+
+/// The f32 values of a burn-flex tensor in row-major order.
+fn values(t: FloatTensor<Flex>) -> Vec<f32> {
+    let t = if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    };
+    match t.as_slice::<f32>() {
+        Some(s) => s.to_vec(),
+        None => Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(t))
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 after convert"),
+    }
+}
+
+fn flex_tensor(v: Vec<f32>, like: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let shape = like.shape();
+    Flex::float_from_data(TensorData::new(v, shape), &Flex::float_device(like))
+}
+
+fn sigmoid(g: f32) -> f32 {
+    1.0 / (1.0 + (-g).exp())
+}
+
+fn swiglu_forward(g: &[f32], u: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; g.len()];
+    y.par_chunks_mut(GRAIN)
+        .zip(g.par_chunks(GRAIN).zip(u.par_chunks(GRAIN)))
+        .for_each(|(y, (g, u))| {
+            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                *y = g * sigmoid(g) * u;
+            }
+        });
+    y
+}
+
+/// `(dy · u · s · (1 + g · (1 - s)), dy · g · s)` with `s = sigmoid(g)`.
+fn swiglu_backward(dy: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut dg = vec![0f32; g.len()];
+    let mut du = vec![0f32; g.len()];
+    dg.par_chunks_mut(GRAIN)
+        .zip(du.par_chunks_mut(GRAIN))
+        .zip(
+            dy.par_chunks(GRAIN)
+                .zip(g.par_chunks(GRAIN).zip(u.par_chunks(GRAIN))),
+        )
+        .for_each(|((dg, du), (dy, (g, u)))| {
+            for i in 0..dg.len() {
+                let s = sigmoid(g[i]);
+                dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                du[i] = dy[i] * g[i] * s;
+            }
+        });
+    (dg, du)
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl Backward<Flex, 2> for SwigluBackward {
+    type State = (FloatTensor<Flex>, FloatTensor<Flex>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (g, u) = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (dg, du) = swiglu_backward(&values(dy), &values(g.clone()), &values(u.clone()));
+        let [pg, pu] = ops.parents;
+        if let Some(n) = pg {
+            grads.register::<Flex>(n.id, flex_tensor(dg, &g));
+        }
+        if let Some(n) = pu {
+            grads.register::<Flex>(n.id, flex_tensor(du, &u));
+        }
+    }
+}
+
+fn swiglu_autodiff<C: CheckpointStrategy, const D: usize>(
+    g: Tensor<Autodiff<Flex, C>, D>,
+    u: Tensor<Autodiff<Flex, C>, D>,
+) -> Tensor<Autodiff<Flex, C>, D> {
+    let (g, u) = (g.into_primitive().tensor(), u.into_primitive().tensor());
+    let y = flex_tensor(
+        swiglu_forward(&values(g.primitive.clone()), &values(u.primitive.clone())),
+        &g.primitive,
+    );
+    let out = match SwigluBackward
+        .prepare::<C>([g.node.clone(), u.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((g.primitive, u.primitive), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// Rows of `x` (length `w.len()`) normalized and scaled.
+fn rms_forward(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let h = w.len();
+    let mut y = vec![0f32; x.len()];
+    let rows = (GRAIN / h.max(1)).max(1) * h;
+    y.par_chunks_mut(rows)
+        .zip(x.par_chunks(rows))
+        .for_each(|(y, x)| {
+            for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                let r = inv_rms(x, eps);
+                for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                    *y = x * r * w;
+                }
+            }
+        });
+    y
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ss: f32 = x.iter().map(|v| v * v).sum();
+    1.0 / (ss / x.len() as f32 + eps).sqrt()
+}
+
+/// `dx = r · (dy·w) - x · r³ · mean(dy·w·x)` per row, and (when asked)
+/// `dw = Σ_rows dy · x · r`.
+fn rms_backward(dy: &[f32], x: &[f32], w: &[f32], eps: f32, want_dw: bool) -> (Vec<f32>, Vec<f32>) {
+    let h = w.len();
+    let mut dx = vec![0f32; x.len()];
+    let rows = (GRAIN / h.max(1)).max(1) * h;
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(rows)
+        .zip(x.par_chunks(rows).zip(dy.par_chunks(rows)))
+        .map(|(dx, (x, dy))| {
+            let mut dw = if want_dw { vec![0f32; h] } else { vec![] };
+            for ((dx, x), dy) in dx
+                .chunks_exact_mut(h)
+                .zip(x.chunks_exact(h))
+                .zip(dy.chunks_exact(h))
+            {
+                let r = inv_rms(x, eps);
+                let dot: f32 = dy.iter().zip(w).zip(x).map(|((d, w), x)| d * w * x).sum();
+                let c = r * r * r * dot / h as f32;
+                for i in 0..h {
+                    dx[i] = r * dy[i] * w[i] - x[i] * c;
+                }
+                for (acc, (d, x)) in dw.iter_mut().zip(dy.iter().zip(x)) {
+                    *acc += d * x * r;
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; if want_dw { h } else { 0 }];
+    for p in partial {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    (dx, dw)
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    type State = (FloatTensor<Flex>, FloatTensor<Flex>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, eps) = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let [px, pw] = ops.parents;
+        let (dx, dw) = rms_backward(
+            &values(dy),
+            &values(x.clone()),
+            &values(w.clone()),
+            eps,
+            pw.is_some(),
+        );
+        if let Some(n) = px {
+            grads.register::<Flex>(n.id, flex_tensor(dx, &x));
+        }
+        if let Some(n) = pw {
+            grads.register::<Flex>(n.id, flex_tensor(dw, &w));
+        }
+    }
+}
+
+fn rms_norm_autodiff<C: CheckpointStrategy, const D: usize>(
+    x: Tensor<Autodiff<Flex, C>, D>,
+    w: Tensor<Autodiff<Flex, C>, 1>,
+    eps: f32,
+) -> Tensor<Autodiff<Flex, C>, D> {
+    let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
+    let y = flex_tensor(
+        rms_forward(
+            &values(x.primitive.clone()),
+            &values(w.primitive.clone()),
+            eps,
+        ),
+        &x.primitive,
+    );
+    let out = match RmsNormBackward
+        .prepare::<C>([x.node.clone(), w.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, w.primitive, eps), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn_flex::FlexDevice;
+
+    type Ad = Autodiff<Flex>;
+
+    fn close<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, tol: f32, what: &str) {
+        let a = a.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let b = b.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The fused op and burn's expression give the same values and the same
+    /// gradients for both inputs (a `[2, 70, 1536]` MLP activation: several
+    /// parallel chunks and a ragged last one).
+    #[test]
+    fn swiglu_matches_burn_forward_and_backward() {
+        let d = FlexDevice;
+        let g0 = Tensor::<Flex, 3>::random([2, 70, 1536], Distribution::Normal(0.0, 3.0), &d);
+        let u0 = Tensor::<Flex, 3>::random([2, 70, 1536], Distribution::Normal(0.0, 1.0), &d);
+        let dy = Tensor::<Flex, 3>::random([2, 70, 1536], Distribution::Normal(0.0, 1.0), &d);
+        close(
+            swiglu(g0.clone(), u0.clone()),
+            silu(g0.clone()) * u0.clone(),
+            1e-6,
+            "flex forward",
+        );
+        let run = |fused: bool| {
+            let g = Tensor::<Ad, 3>::from_inner(g0.clone()).require_grad();
+            let u = Tensor::<Ad, 3>::from_inner(u0.clone()).require_grad();
+            let y = if fused {
+                swiglu(g.clone(), u.clone())
+            } else {
+                silu(g.clone()) * u.clone()
+            };
+            let loss = (y.clone() * Tensor::from_inner(dy.clone())).sum();
+            let grads = loss.backward();
+            (y.inner(), g.grad(&grads).unwrap(), u.grad(&grads).unwrap())
+        };
+        let (y1, dg1, du1) = run(true);
+        let (y2, dg2, du2) = run(false);
+        close(y1, y2, 1e-6, "forward");
+        close(dg1, dg2, 1e-5, "d gate");
+        close(du1, du2, 1e-5, "d up");
+    }
+
+    /// The same for RMSNorm, with a trainable weight (its gradient is summed over
+    /// rows from several parallel chunks) and with a frozen one.
+    #[test]
+    fn rms_norm_matches_burn_forward_and_backward() {
+        let d = FlexDevice;
+        let x0 = Tensor::<Flex, 3>::random([3, 41, 576], Distribution::Normal(0.5, 2.0), &d);
+        let w0 = Tensor::<Flex, 1>::random([576], Distribution::Normal(1.0, 0.3), &d);
+        let dy = Tensor::<Flex, 3>::random([3, 41, 576], Distribution::Normal(0.0, 1.0), &d);
+        let eps = 1e-5;
+        let reference = |x: Tensor<Ad, 3>, w: Tensor<Ad, 1>| {
+            let var = x.clone().square().mean_dim(2);
+            x * var.add_scalar(eps).sqrt().recip() * w.unsqueeze::<3>()
+        };
+        let flex_ref = {
+            let var = x0.clone().square().mean_dim(2);
+            x0.clone() * var.add_scalar(eps).sqrt().recip() * w0.clone().unsqueeze::<3>()
+        };
+        close(
+            rms_norm(x0.clone(), w0.clone(), eps),
+            flex_ref,
+            1e-5,
+            "flex forward",
+        );
+        for train_w in [true, false] {
+            let run = |fused: bool| {
+                let x = Tensor::<Ad, 3>::from_inner(x0.clone()).require_grad();
+                let mut w = Tensor::<Ad, 1>::from_inner(w0.clone());
+                if train_w {
+                    w = w.require_grad();
+                }
+                let y = if fused {
+                    rms_norm(x.clone(), w.clone(), eps)
+                } else {
+                    reference(x.clone(), w.clone())
+                };
+                let grads = (y.clone() * Tensor::from_inner(dy.clone()))
+                    .sum()
+                    .backward();
+                (y.inner(), x.grad(&grads).unwrap(), w.grad(&grads))
+            };
+            let (y1, dx1, dw1) = run(true);
+            let (y2, dx2, dw2) = run(false);
+            close(y1, y2, 1e-5, "forward");
+            close(dx1, dx2, 1e-4, "d x");
+            assert_eq!(dw1.is_some(), train_w);
+            assert_eq!(dw2.is_some(), train_w);
+            if let (Some(a), Some(b)) = (dw1, dw2) {
+                close(a, b, 1e-4, "d weight");
+            }
+        }
+    }
+}
