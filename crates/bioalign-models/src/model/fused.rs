@@ -17,9 +17,9 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, FloatTensorOps};
 use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::Flex;
 use rayon::prelude::*;
@@ -323,6 +323,118 @@ fn rms_norm_autodiff<C: CheckpointStrategy, const D: usize>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
+/// `softmax(q·kᵀ/√d + bias)·v` over `[b, h, s, d]` (keys and values already
+/// expanded to every query head). On burn-flex under autodiff the forward is
+/// burn-flex's own attention kernel and the graph keeps `q`, `k`, `v`, the bias
+/// view and the output; the backward recomputes the probabilities once. burn's
+/// differentiable fallback keeps four or five `[b, h, s, t]` tensors (scores,
+/// their exponentials, probabilities, ...) per layer instead.
+pub(crate) fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    macro_rules! fused {
+        ($ad:ty) => {
+            if let (Some((q2, k2)), Some((v2, b2))) =
+                (both::<B, $ad, 4>(&q, &k), both::<B, $ad, 4>(&v, &bias))
+            {
+                return same_type(attention_autodiff(q2, k2, v2, b2));
+            }
+        };
+    }
+    fused!(Autodiff<Flex, NoCheckpointing>);
+    fused!(Autodiff<Flex, BalancedCheckpointing>);
+    burn::tensor::module::attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
+}
+
+fn flex4(t: FloatTensor<Flex>) -> Tensor<Flex, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 4> for AttentionBackward {
+    /// `q`, `k`, `v`, the bias and the output.
+    type State = [FloatTensor<Flex>; 5];
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [q, k, v, bias, out] = ops.state.map(flex4);
+        let d_out = flex4(grads.consume::<Flex>(&ops.node));
+        let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+        let scores = q
+            .clone()
+            .matmul(k.clone().swap_dims(2, 3))
+            .mul_scalar(scale)
+            + bias;
+        let p = softmax(scores, 3);
+        let [pq, pk, pv, pb] = ops.parents;
+        if let Some(n) = pv {
+            let dv = p.clone().swap_dims(2, 3).matmul(d_out.clone());
+            grads.register::<Flex>(n.id, dv.into_primitive().tensor());
+        }
+        // dS = P ⊙ (dO·vᵀ − rowsum(dO ⊙ O)): the softmax backward.
+        let delta = (d_out.clone() * out).sum_dim(3);
+        let ds = p * (d_out.matmul(v.swap_dims(2, 3)) - delta);
+        if let Some(n) = pq {
+            let dq = ds.clone().matmul(k).mul_scalar(scale);
+            grads.register::<Flex>(n.id, dq.into_primitive().tensor());
+        }
+        if let Some(n) = pk {
+            let dk = ds.clone().swap_dims(2, 3).matmul(q).mul_scalar(scale);
+            grads.register::<Flex>(n.id, dk.into_primitive().tensor());
+        }
+        if let Some(n) = pb {
+            grads.register::<Flex>(n.id, ds.into_primitive().tensor());
+        }
+    }
+}
+
+fn attention_autodiff<C: CheckpointStrategy>(
+    q: Tensor<Autodiff<Flex, C>, 4>,
+    k: Tensor<Autodiff<Flex, C>, 4>,
+    v: Tensor<Autodiff<Flex, C>, 4>,
+    bias: Tensor<Autodiff<Flex, C>, 4>,
+) -> Tensor<Autodiff<Flex, C>, 4> {
+    let [q, k, v, bias] = [q, k, v, bias].map(|t| t.into_primitive().tensor());
+    let out = burn::tensor::module::attention(
+        flex4(q.primitive.clone()),
+        flex4(k.primitive.clone()),
+        flex4(v.primitive.clone()),
+        None,
+        Some(flex4(bias.primitive.clone())),
+        AttentionModuleOptions::default(),
+    )
+    .into_primitive()
+    .tensor();
+    let nodes = [
+        q.node.clone(),
+        k.node.clone(),
+        v.node.clone(),
+        bias.node.clone(),
+    ];
+    let out = match AttentionBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = [
+                q.primitive,
+                k.primitive,
+                v.primitive,
+                bias.primitive,
+                out.clone(),
+            ];
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +487,63 @@ mod tests {
         close(y1, y2, 1e-6, "forward");
         close(dg1, dg2, 1e-5, "d gate");
         close(du1, du2, 1e-5, "d up");
+    }
+
+    /// Attention: burn-flex's kernel forward and the recomputing backward give
+    /// burn's differentiable fallback's output and gradients for `q`, `k`, `v`
+    /// and a trainable bias, with a padding-style bias (one key column masked
+    /// for the second row) and causal masking.
+    #[test]
+    fn attention_matches_burn_forward_and_backward() {
+        let d = FlexDevice;
+        let (b, h, s, hd) = (2, 3, 13, 16);
+        let q0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let k0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let v0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let dy = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let mut mask = vec![0f32; b * s * s];
+        for bi in 0..b {
+            for i in 0..s {
+                for j in 0..s {
+                    if j > i || (bi == 1 && j == 0) {
+                        mask[(bi * s + i) * s + j] = -1e9;
+                    }
+                }
+            }
+        }
+        let b0 = Tensor::<Flex, 4>::from_data(TensorData::new(mask, [b, 1, s, s]), &d)
+            + Tensor::random([b, 1, s, s], Distribution::Normal(0.0, 0.5), &d);
+        let run = |fused: bool| {
+            let q = Tensor::<Ad, 4>::from_inner(q0.clone()).require_grad();
+            let k = Tensor::<Ad, 4>::from_inner(k0.clone()).require_grad();
+            let v = Tensor::<Ad, 4>::from_inner(v0.clone()).require_grad();
+            let bias = Tensor::<Ad, 4>::from_inner(b0.clone()).require_grad();
+            let be = bias.clone().expand([b, h, s, s]);
+            let y = if fused {
+                attention(q.clone(), k.clone(), v.clone(), be)
+            } else {
+                burn::tensor::module::attention_fallback(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    None,
+                    Some(be),
+                    AttentionModuleOptions::default(),
+                )
+            };
+            let grads = (y.clone() * Tensor::from_inner(dy.clone()))
+                .sum()
+                .backward();
+            let g = |t: &Tensor<Ad, 4>| t.grad(&grads).unwrap();
+            (y.inner(), g(&q), g(&k), g(&v), g(&bias))
+        };
+        let (y1, dq1, dk1, dv1, db1) = run(true);
+        let (y2, dq2, dk2, dv2, db2) = run(false);
+        close(y1, y2, 1e-5, "forward");
+        close(dq1, dq2, 1e-4, "d q");
+        close(dk1, dk2, 1e-4, "d k");
+        close(dv1, dv2, 1e-4, "d v");
+        close(db1, db2, 1e-4, "d bias");
     }
 
     /// The same for RMSNorm, with a trainable weight (its gradient is summed over
