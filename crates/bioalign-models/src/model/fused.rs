@@ -323,12 +323,14 @@ fn rms_norm_autodiff<C: CheckpointStrategy, const D: usize>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// `softmax(q·kᵀ/√d + bias)·v` over `[b, h, s, d]` (keys and values already
-/// expanded to every query head). On burn-flex under autodiff the forward is
-/// burn-flex's own attention kernel and the graph keeps `q`, `k`, `v`, the bias
-/// view and the output; the backward recomputes the probabilities once. burn's
-/// differentiable fallback keeps four or five `[b, h, s, t]` tensors (scores,
-/// their exponentials, probabilities, ...) per layer instead.
+/// `softmax(q·kᵀ/√d + bias)·v` for `q` `[b, h, s, d]` and keys and values
+/// `[b, kv_heads, t, d]` shared by groups of `h / kv_heads` query heads
+/// (grouped-query attention). On burn-flex under autodiff the forward is
+/// burn-flex's own attention kernel and the graph keeps `q`, the unexpanded `k`
+/// and `v` and the bias view; the backward recomputes the probabilities and the
+/// output once and sums the key and value gradients over each group.
+/// burn's differentiable fallback keeps the expanded keys and values and four or
+/// five `[b, h, s, t]` tensors (scores, their exponentials, probabilities, ...).
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -346,7 +348,38 @@ pub(crate) fn attention<B: Backend>(
     }
     fused!(Autodiff<Flex, NoCheckpointing>);
     fused!(Autodiff<Flex, BalancedCheckpointing>);
-    burn::tensor::module::attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
+    let heads = q.dims()[1];
+    burn::tensor::module::attention(
+        q,
+        expand_kv(k, heads),
+        expand_kv(v, heads),
+        None,
+        Some(bias),
+        AttentionModuleOptions::default(),
+    )
+}
+
+/// `[b, kv_heads, t, d]` repeated to `[b, heads, t, d]`, each key/value head
+/// serving `heads / kv_heads` consecutive query heads.
+pub(crate) fn expand_kv<B: Backend>(kv: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    let [b, nkv, t, d] = kv.dims();
+    if heads == nkv {
+        return kv;
+    }
+    kv.unsqueeze_dim::<5>(2)
+        .expand([b, nkv, heads / nkv, t, d])
+        .reshape([b, heads, t, d])
+}
+
+/// The gradient of [`expand_kv`]: `[b, heads, t, d]` summed over each group.
+fn reduce_kv(g: Tensor<Flex, 4>, kv_heads: usize) -> Tensor<Flex, 4> {
+    let [b, h, t, d] = g.dims();
+    if h == kv_heads {
+        return g;
+    }
+    g.reshape([b, kv_heads, h / kv_heads, t, d])
+        .sum_dim(2)
+        .reshape([b, kv_heads, t, d])
 }
 
 fn flex4(t: FloatTensor<Flex>) -> Tensor<Flex, 4> {
@@ -357,11 +390,13 @@ fn flex4(t: FloatTensor<Flex>) -> Tensor<Flex, 4> {
 struct AttentionBackward;
 
 impl Backward<Flex, 4> for AttentionBackward {
-    /// `q`, `k`, `v`, the bias and the output.
-    type State = [FloatTensor<Flex>; 5];
+    /// `q`, `k`, `v` and the bias.
+    type State = [FloatTensor<Flex>; 4];
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [q, k, v, bias, out] = ops.state.map(flex4);
+        let [q, k, v, bias] = ops.state.map(flex4);
+        let (heads, kv_heads) = (q.dims()[1], k.dims()[1]);
+        let (k, v) = (expand_kv(k, heads), expand_kv(v, heads));
         let d_out = flex4(grads.consume::<Flex>(&ops.node));
         let scale = 1.0 / (q.dims()[3] as f64).sqrt();
         let scores = q
@@ -372,10 +407,12 @@ impl Backward<Flex, 4> for AttentionBackward {
         let p = softmax(scores, 3);
         let [pq, pk, pv, pb] = ops.parents;
         if let Some(n) = pv {
-            let dv = p.clone().swap_dims(2, 3).matmul(d_out.clone());
+            let dv = reduce_kv(p.clone().swap_dims(2, 3).matmul(d_out.clone()), kv_heads);
             grads.register::<Flex>(n.id, dv.into_primitive().tensor());
         }
-        // dS = P ⊙ (dO·vᵀ − rowsum(dO ⊙ O)): the softmax backward.
+        // dS = P ⊙ (dO·vᵀ − rowsum(dO ⊙ O)): the softmax backward, with the
+        // output O = P·v recomputed (one small product) rather than kept.
+        let out = p.clone().matmul(v.clone());
         let delta = (d_out.clone() * out).sum_dim(3);
         let ds = p * (d_out.matmul(v.swap_dims(2, 3)) - delta);
         if let Some(n) = pq {
@@ -384,7 +421,7 @@ impl Backward<Flex, 4> for AttentionBackward {
         }
         if let Some(n) = pk {
             let dk = ds.clone().swap_dims(2, 3).matmul(q).mul_scalar(scale);
-            grads.register::<Flex>(n.id, dk.into_primitive().tensor());
+            grads.register::<Flex>(n.id, reduce_kv(dk, kv_heads).into_primitive().tensor());
         }
         if let Some(n) = pb {
             grads.register::<Flex>(n.id, ds.into_primitive().tensor());
@@ -399,10 +436,11 @@ fn attention_autodiff<C: CheckpointStrategy>(
     bias: Tensor<Autodiff<Flex, C>, 4>,
 ) -> Tensor<Autodiff<Flex, C>, 4> {
     let [q, k, v, bias] = [q, k, v, bias].map(|t| t.into_primitive().tensor());
+    let heads = q.primitive.shape()[1];
     let out = burn::tensor::module::attention(
         flex4(q.primitive.clone()),
-        flex4(k.primitive.clone()),
-        flex4(v.primitive.clone()),
+        expand_kv(flex4(k.primitive.clone()), heads),
+        expand_kv(flex4(v.primitive.clone()), heads),
         None,
         Some(flex4(bias.primitive.clone())),
         AttentionModuleOptions::default(),
@@ -421,16 +459,134 @@ fn attention_autodiff<C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let state = [
-                q.primitive,
-                k.primitive,
-                v.primitive,
-                bias.primitive,
-                out.clone(),
-            ];
+            let state = [q.primitive, k.primitive, v.primitive, bias.primitive];
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// Rotary embedding over whole heads, `x · cos + rotate_half(x) · sin`, for `x`
+/// `[b, h, s, d]` and `cos`/`sin` `[1 or b, 1, s, d]`: one pass on burn-flex, and
+/// under autodiff a backward that needs no saved activation (it rotates the
+/// gradient back with the same tables). The tables are constants: they get no
+/// gradient. Hands the tensors back for other backends or shapes.
+#[allow(clippy::type_complexity)]
+pub(crate) fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
+    let [b, _, s, d] = x.dims();
+    let [cb, one, cs, cd] = cos.dims();
+    if !(cb == 1 || cb == b)
+        || one != 1
+        || cs != s
+        || cd != d
+        || sin.dims() != cos.dims()
+        || d % 2 != 0
+    {
+        return Err((x, cos, sin));
+    }
+    macro_rules! fused {
+        ($ad:ty) => {
+            if let (Some((x2, c2)), Some(s2)) = (
+                both::<B, $ad, 4>(&x, &cos),
+                (&sin as &dyn Any).downcast_ref::<Tensor<$ad, 4>>(),
+            ) {
+                return Ok(same_type(rope_autodiff(x2, c2, s2.clone())));
+            }
+        };
+    }
+    if let (Some((x2, c2)), Some(s2)) = (
+        both::<B, Flex, 4>(&x, &cos),
+        (&sin as &dyn Any).downcast_ref::<Tensor<Flex, 4>>(),
+    ) {
+        let p = |t: Tensor<Flex, 4>| t.into_primitive().tensor();
+        let y = rope_apply(&p(x2), &p(c2), &p(s2.clone()), false);
+        return Ok(same_type(flex4(y)));
+    }
+    fused!(Autodiff<Flex, NoCheckpointing>);
+    fused!(Autodiff<Flex, BalancedCheckpointing>);
+    Err((x, cos, sin))
+}
+
+/// The rotation (`inverse = false`) or its transpose, the backward.
+fn rope_apply(
+    x: &FloatTensor<Flex>,
+    cos: &FloatTensor<Flex>,
+    sin: &FloatTensor<Flex>,
+    inverse: bool,
+) -> FloatTensor<Flex> {
+    let dims = x.shape();
+    let (h, s, d) = (dims[1], dims[2], dims[3]);
+    let per_batch = cos.shape()[0] > 1;
+    let (xs, cs, ss) = (values(x.clone()), values(cos.clone()), values(sin.clone()));
+    let half = d / 2;
+    let mut y = vec![0f32; xs.len()];
+    y.par_chunks_mut(s * d)
+        .zip(xs.par_chunks(s * d))
+        .enumerate()
+        .for_each(|(row, (y, x))| {
+            let t = if per_batch { row / h * s * d } else { 0 };
+            let (c, sn) = (&cs[t..t + s * d], &ss[t..t + s * d]);
+            for (((y, x), c), sn) in y
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(c.chunks_exact(d))
+                .zip(sn.chunks_exact(d))
+            {
+                for i in 0..half {
+                    let j = i + half;
+                    if inverse {
+                        y[i] = x[i] * c[i] + x[j] * sn[j];
+                        y[j] = x[j] * c[j] - x[i] * sn[i];
+                    } else {
+                        y[i] = x[i] * c[i] + x[j] * -sn[i];
+                        y[j] = x[j] * c[j] + x[i] * sn[j];
+                    }
+                }
+            }
+        });
+    flex_tensor(y, x)
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl Backward<Flex, 1> for RopeBackward {
+    /// The `cos` and `sin` tables.
+    type State = (FloatTensor<Flex>, FloatTensor<Flex>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (cos, sin) = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let [px] = ops.parents;
+        if let Some(n) = px {
+            grads.register::<Flex>(n.id, rope_apply(&dy, &cos, &sin, true));
+        }
+    }
+}
+
+fn rope_autodiff<C: CheckpointStrategy>(
+    x: Tensor<Autodiff<Flex, C>, 4>,
+    cos: Tensor<Autodiff<Flex, C>, 4>,
+    sin: Tensor<Autodiff<Flex, C>, 4>,
+) -> Tensor<Autodiff<Flex, C>, 4> {
+    let x = x.into_primitive().tensor();
+    let (cos, sin) = (
+        cos.inner().into_primitive().tensor(),
+        sin.inner().into_primitive().tensor(),
+    );
+    let y = rope_apply(&x.primitive, &cos, &sin, false);
+    let out = match RopeBackward
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((cos, sin), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
@@ -491,15 +647,17 @@ mod tests {
 
     /// Attention: burn-flex's kernel forward and the recomputing backward give
     /// burn's differentiable fallback's output and gradients for `q`, `k`, `v`
-    /// and a trainable bias, with a padding-style bias (one key column masked
-    /// for the second row) and causal masking.
+    /// (grouped: one key/value head for three query heads) and a trainable
+    /// bias, which holds a padding-style mask (one key column masked for the
+    /// second row) and causal masking.
     #[test]
     fn attention_matches_burn_forward_and_backward() {
         let d = FlexDevice;
         let (b, h, s, hd) = (2, 3, 13, 16);
         let q0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
-        let k0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
-        let v0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        // One key/value head shared by the three query heads.
+        let k0 = Tensor::<Flex, 4>::random([b, 1, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let v0 = Tensor::<Flex, 4>::random([b, 1, s, hd], Distribution::Normal(0.0, 1.0), &d);
         let dy = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
         let mut mask = vec![0f32; b * s * s];
         for bi in 0..b {
@@ -524,8 +682,8 @@ mod tests {
             } else {
                 burn::tensor::module::attention_fallback(
                     q.clone(),
-                    k.clone(),
-                    v.clone(),
+                    expand_kv(k.clone(), h),
+                    expand_kv(v.clone(), h),
                     None,
                     Some(be),
                     AttentionModuleOptions::default(),
@@ -544,6 +702,61 @@ mod tests {
         close(dk1, dk2, 1e-4, "d k");
         close(dv1, dv2, 1e-4, "d v");
         close(db1, db2, 1e-4, "d bias");
+    }
+
+    /// Rotary embedding: the same bits as the burn expression forward (shared and
+    /// per-row tables), the same gradient backward.
+    #[test]
+    fn rope_matches_burn_forward_and_backward() {
+        let d = FlexDevice;
+        let (b, h, s, hd) = (2, 3, 7, 8);
+        let x0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let dy = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        for cb in [1, b] {
+            let ang =
+                Tensor::<Flex, 4>::random([cb, 1, s, hd], Distribution::Uniform(-3.0, 3.0), &d);
+            let (cos0, sin0) = (ang.clone().cos(), ang.sin());
+            let reference = |x: Tensor<Ad, 4>, cos: Tensor<Ad, 4>, sin: Tensor<Ad, 4>| {
+                let half = hd / 2;
+                let rot = Tensor::cat(
+                    vec![
+                        x.clone().narrow(3, half, half).neg(),
+                        x.clone().narrow(3, 0, half),
+                    ],
+                    3,
+                );
+                x * cos + rot * sin
+            };
+            let flex =
+                rope(x0.clone(), cos0.clone(), sin0.clone()).unwrap_or_else(|_| panic!("fused"));
+            let x = Tensor::<Ad, 4>::from_inner(x0.clone());
+            let want = reference(
+                x,
+                Tensor::from_inner(cos0.clone()),
+                Tensor::from_inner(sin0.clone()),
+            );
+            close(flex, want.inner(), 0.0, "flex forward");
+            let run = |fused: bool| {
+                let x = Tensor::<Ad, 4>::from_inner(x0.clone()).require_grad();
+                let (c, sn) = (
+                    Tensor::from_inner(cos0.clone()),
+                    Tensor::from_inner(sin0.clone()),
+                );
+                let y = if fused {
+                    rope(x.clone(), c, sn).unwrap_or_else(|_| panic!("fused"))
+                } else {
+                    reference(x.clone(), c, sn)
+                };
+                let grads = (y.clone() * Tensor::from_inner(dy.clone()))
+                    .sum()
+                    .backward();
+                (y.inner(), x.grad(&grads).unwrap())
+            };
+            let (y1, dx1) = run(true);
+            let (y2, dx2) = run(false);
+            close(y1, y2, 0.0, "forward");
+            close(dx1, dx2, 1e-6, "d x");
+        }
     }
 
     /// The same for RMSNorm, with a trainable weight (its gradient is summed over

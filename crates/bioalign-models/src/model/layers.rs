@@ -6,8 +6,6 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 /// A projection of a layer (`q_proj`, ..., `down_proj`). The seam where NF4 weights
 /// (bioalign-quant) and LoRA adapters plug in as further variants.
@@ -215,6 +213,11 @@ pub(crate) fn apply_rope<B: Backend>(
 /// the `[1, 1, s, d]` broadcast over `[b, h, s, d]` took its scalar strided path (8%
 /// of a forward).
 fn rope_full<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 4> {
+    // One pass on burn-flex, with a backward that keeps no activation.
+    let (x, cos, sin) = match super::fused::rope(x, cos, sin) {
+        Ok(y) => return y,
+        Err(t) => t,
+    };
     let [b, h, s, d] = x.dims();
     // `cos`/`sin` are `[1, 1, s, d]`, or `[b, 1, s, d]` when rows have their own positions.
     let cb = cos.dims()[0];
@@ -275,25 +278,8 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let t = k.dims()[2];
-        let rep = nh / nkv;
-        let expand = |kv: Tensor<B, 4>| -> Tensor<B, 4> {
-            if rep == 1 {
-                kv
-            } else {
-                kv.unsqueeze_dim::<5>(2)
-                    .expand([b, nkv, rep, t, hd])
-                    .reshape([b, nh, t, hd])
-            }
-        };
         let bias = bias.expand([b, nh, s, t]);
-        let out = attention(
-            q,
-            expand(k.clone()),
-            expand(v.clone()),
-            None,
-            Some(bias),
-            AttentionModuleOptions::default(),
-        );
+        let out = super::fused::attention(q, k.clone(), v.clone(), bias);
         let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
         (self.o_proj.forward(out), (k, v))
     }
