@@ -117,17 +117,7 @@ fn chunk256(packed: &[u8], e: usize, lo: __m256, hi: __m256) -> [__m256; 4] {
 
 #[target_feature(enable = "avx2,fma")]
 fn dequant256(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
-    let (lo, hi) = lut256(w.quant_type.code());
-    let shift = w.blocksize.get().trailing_zeros();
-    for (c, o) in out.chunks_exact_mut(32).enumerate() {
-        let e = start + c * 32;
-        let s = _mm256_set1_ps(w.absmax[e >> shift]);
-        let v = chunk256(w.packed, e, lo, hi);
-        for (q, vq) in v.iter().enumerate() {
-            // SAFETY: `o` has 32 writable floats.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * q), _mm256_mul_ps(*vq, s)) };
-        }
-    }
+    stream256::<0>(w, start, out);
 }
 
 /// `y[j] = x · dequant(W[r0 + j])`, fused: codes are looked up in registers.
@@ -531,6 +521,8 @@ pub(super) fn dequant_stream_avx2(w: &Nf4Weight<'_>, start: usize, out: &mut [f3
     w.scalar_range(start + body, &mut out[body..]);
 }
 
+/// AVX2 dequantization of whole 32-element chunks; `ALIGN` is the output's
+/// alignment for non-temporal stores (32: 256-bit, 16: 128-bit), 0 for plain stores.
 #[target_feature(enable = "avx2,fma")]
 fn stream256<const ALIGN: usize>(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     let (lo, hi) = lut256(w.quant_type.code());
@@ -541,19 +533,24 @@ fn stream256<const ALIGN: usize>(w: &Nf4Weight<'_>, start: usize, out: &mut [f32
         let v = chunk256(w.packed, e, lo, hi);
         for (q, vq) in v.iter().enumerate() {
             let r = _mm256_mul_ps(*vq, s);
-            // SAFETY: `o` has 32 writable floats at an address aligned to ALIGN bytes.
+            // SAFETY: `o` has 32 writable floats; for ALIGN > 0 at an address
+            // aligned to ALIGN bytes.
             unsafe {
                 let p = o.as_mut_ptr().add(8 * q);
-                if ALIGN == 32 {
-                    _mm256_stream_ps(p, r);
-                } else {
-                    _mm_stream_ps(p, _mm256_castps256_ps128(r));
-                    _mm_stream_ps(p.add(4), _mm256_extractf128_ps::<1>(r));
+                match ALIGN {
+                    32 => _mm256_stream_ps(p, r),
+                    16 => {
+                        _mm_stream_ps(p, _mm256_castps256_ps128(r));
+                        _mm_stream_ps(p.add(4), _mm256_extractf128_ps::<1>(r));
+                    }
+                    _ => _mm256_storeu_ps(p, r),
                 }
             }
         }
     }
-    _mm_sfence();
+    if ALIGN > 0 {
+        _mm_sfence();
+    }
 }
 
 /// The `mr × 16` micro-kernel (`mr ≤ 6`) of the blocked product: `c[i][j] (+)=
