@@ -122,14 +122,29 @@ fn quantize_blocks(
     packed: &mut [u8],
     absmax: &mut [f32],
 ) -> Result<()> {
+    for_each_block(first_block, bs, data, packed, absmax, |b, x, out| {
+        quantize_block(x, b >= full, b * bs, b, bounds, order, out)
+    })
+}
+
+/// Runs `f(block index, values, packed bytes)` over the blocks of `data` from
+/// `first_block`, storing each returned absmax.
+#[inline(always)]
+fn for_each_block(
+    first_block: usize,
+    bs: usize,
+    data: &[f32],
+    packed: &mut [u8],
+    absmax: &mut [f32],
+    mut f: impl FnMut(usize, &[f32], &mut [u8]) -> Result<f32>,
+) -> Result<()> {
     for (j, ((x, out), am)) in data
         .chunks(bs)
         .zip(packed.chunks_mut(bs / 2))
         .zip(absmax.iter_mut())
         .enumerate()
     {
-        let b = first_block + j;
-        *am = quantize_block(x, b >= full, b * bs, b, bounds, order, out)?;
+        *am = f(first_block + j, x, out)?;
     }
     Ok(())
 }
@@ -167,16 +182,9 @@ fn quantize_blocks_avx2(
     packed: &mut [u8],
     absmax: &mut [f32],
 ) -> Result<()> {
-    for (j, ((x, out), am)) in data
-        .chunks(bs)
-        .zip(packed.chunks_mut(bs / 2))
-        .zip(absmax.iter_mut())
-        .enumerate()
-    {
-        let b = first_block + j;
+    for_each_block(first_block, bs, data, packed, absmax, |b, x, out| {
         if b >= full {
-            *am = quantize_block(x, true, b * bs, b, bounds, order, out)?;
-            continue;
+            return quantize_block(x, true, b * bs, b, bounds, order, out);
         }
         let bits = crate::kernels::abs_max_bits(x);
         if bits >= 0x7f80_0000 {
@@ -184,9 +192,8 @@ fn quantize_blocks_avx2(
         }
         let a = f32::from_bits(bits);
         crate::kernels::quantize_codes(x, 1.0 / a.max(MIN_SCALE), bounds, order, out);
-        *am = a;
-    }
-    Ok(())
+        Ok(a)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
