@@ -1,12 +1,18 @@
-//! SwiGLU's gate (`silu(g) · u`) and RMSNorm as single passes on burn-flex, with
-//! hand-written backward passes under burn's autodiff.
+//! SwiGLU's gate (`silu(g) · u`), RMSNorm, RoPE and grouped-query attention as
+//! single ops on burn-flex, with hand-written backward passes under burn's autodiff.
 //!
 //! Written as burn ops, SwiGLU runs three passes forward (sigmoid, two products) and
 //! its graph keeps four `[tokens, intermediate]` tensors (`g`, `sigmoid(g)`,
 //! `silu(g)`, `u`); RMSNorm runs six and keeps five `[tokens, hidden]` ones. The fused
 //! ops read their inputs once and keep only them (`g`, `u`; `x`, `weight`), which
-//! is most of a training step's activation memory besides attention. Any other
-//! backend, or a tensor not on burn-flex, runs the burn expressions unchanged.
+//! is most of a training step's activation memory besides attention.
+//!
+//! The inputs are read in place ([`View`]: a contiguous tensor, a transposed view or
+//! a broadcast one, without copying), and RoPE and attention write `[b, h, s, d]`
+//! results stored as `[b, s, h, d]`, the layout the projections produce and consume,
+//! so the head transposes around attention cost nothing. The arithmetic is in
+//! [`super::kernels`]. Any other backend, or a tensor not on burn-flex, runs the burn
+//! expressions unchanged.
 
 use std::any::Any;
 
@@ -17,12 +23,14 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, FloatTensorOps};
-use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
-use burn_flex::Flex;
+use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor, Layout};
 use rayon::prelude::*;
+
+use super::kernels::{self, View};
 
 /// Elements per parallel task: below a few tens of thousands, handing work to
 /// the pool costs more than it saves.
@@ -38,17 +46,8 @@ pub(crate) fn swiglu<B: Backend, const D: usize>(g: Tensor<B, D>, u: Tensor<B, D
         };
     }
     if let Some((g2, u2)) = both::<B, Flex, D>(&g, &u) {
-        let shape = g2.shape();
-        let device = g2.device();
-        let (gs, us) = (
-            values(g2.into_primitive().tensor()),
-            values(u2.into_primitive().tensor()),
-        );
-        let y = swiglu_forward(&gs, &us);
-        return same_type(Tensor::<Flex, D>::from_data(
-            TensorData::new(y, shape),
-            &device,
-        ));
+        let y = swiglu_flex(&g2.into_primitive().tensor(), &u2.into_primitive().tensor());
+        return same_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y)));
     }
     fused!(Autodiff<Flex, NoCheckpointing>);
     fused!(Autodiff<Flex, BalancedCheckpointing>);
@@ -79,15 +78,12 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
         (&x as &dyn Any).downcast_ref::<Tensor<Flex, D>>(),
         (&weight as &dyn Any).downcast_ref::<Tensor<Flex, 1>>(),
     ) {
-        let shape = x2.shape();
-        let device = x2.device();
-        let xs = values(x2.clone().into_primitive().tensor());
-        let ws = values(w2.clone().into_primitive().tensor());
-        let y = rms_forward(&xs, &ws, eps as f32);
-        return same_type(Tensor::<Flex, D>::from_data(
-            TensorData::new(y, shape),
-            &device,
-        ));
+        let y = rms_flex(
+            &x2.clone().into_primitive().tensor(),
+            &w2.clone().into_primitive().tensor(),
+            eps as f32,
+        );
+        return same_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y)));
     }
     fused!(Autodiff<Flex, NoCheckpointing>);
     fused!(Autodiff<Flex, BalancedCheckpointing>);
@@ -113,62 +109,77 @@ fn same_type<T: Backend, B: Backend, const D: usize>(t: Tensor<T, D>) -> Tensor<
         .expect("checked: same backend type")
 }
 
-/// The f32 values of a burn-flex tensor in row-major order.
-fn values(t: FloatTensor<Flex>) -> Vec<f32> {
-    let t = if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    };
-    match t.as_slice::<f32>() {
-        Some(s) => s.to_vec(),
-        None => Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(t))
+/// `t` as a contiguous f32 tensor: itself when it already is one, else a copy.
+fn contiguous(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    if t.dtype() != DType::F32 {
+        let shape = t.shape();
+        let v = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(t))
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
-            .expect("f32 after convert"),
+            .expect("f32 after convert");
+        return FlexTensor::from_data(TensorData::new(v, shape));
+    }
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
     }
 }
 
+/// The values of a tensor made by [`contiguous`], borrowed.
+fn slice(t: &FloatTensor<Flex>) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("an f32 tensor made contiguous by `contiguous`")
+}
+
+/// `t` as a tensor a [`View`] can read: itself when it is f32 with non-negative
+/// strides (a transposed or broadcast view included), else a contiguous copy.
+fn viewable(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    if t.dtype() == DType::F32 && t.shape().num_dims() == 4 && view(&t).is_some() {
+        t
+    } else {
+        contiguous(t)
+    }
+}
+
+/// The 4-D view of an f32 tensor, if its strides allow one.
+fn view(t: &FloatTensor<Flex>) -> Option<View<'_>> {
+    let l = t.layout();
+    let dims: [usize; 4] = l.shape().to_vec().try_into().ok()?;
+    let strides: [isize; 4] = l.strides().try_into().ok()?;
+    View::new(t.storage::<f32>(), l.start_offset(), dims, strides)
+}
+
+/// The view of a tensor made by [`viewable`].
+fn view4(t: &FloatTensor<Flex>) -> View<'_> {
+    view(t).expect("a 4-D f32 tensor made viewable by `viewable`")
+}
+
 fn flex_tensor(v: Vec<f32>, like: &FloatTensor<Flex>) -> FloatTensor<Flex> {
-    let shape = like.shape();
-    Flex::float_from_data(TensorData::new(v, shape), &Flex::float_device(like))
+    FlexTensor::from_data(TensorData::new(v, like.shape()))
 }
 
-fn sigmoid(g: f32) -> f32 {
-    1.0 / (1.0 + (-g).exp())
+/// A `[b, h, s, d]` tensor whose values `v` are stored as `[b, s, h, d]` (the
+/// layout of a projection's output): swapping dimensions 1 and 2 back is free.
+fn flex_bshd(v: Vec<f32>, [b, h, s, d]: [usize; 4]) -> FloatTensor<Flex> {
+    FlexTensor::from_data(TensorData::new(v, [b, s, h, d])).with_layout(Layout::new(
+        Shape::from([b, h, s, d]),
+        kernels::bshd_strides([b, h, s, d]).to_vec(),
+        0,
+    ))
 }
 
-fn swiglu_forward(g: &[f32], u: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; g.len()];
-    y.par_chunks_mut(GRAIN)
-        .zip(g.par_chunks(GRAIN).zip(u.par_chunks(GRAIN)))
-        .for_each(|(y, (g, u))| {
-            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                *y = g * sigmoid(g) * u;
-            }
-        });
-    y
+fn swiglu_flex(g: &FloatTensor<Flex>, u: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let (g, u) = (contiguous(g.clone()), contiguous(u.clone()));
+    let mut y = vec![0f32; slice(&g).len()];
+    kernels::swiglu_forward(slice(&g), slice(&u), &mut y);
+    flex_tensor(y, &g)
 }
 
-/// `(dy · u · s · (1 + g · (1 - s)), dy · g · s)` with `s = sigmoid(g)`.
-fn swiglu_backward(dy: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut dg = vec![0f32; g.len()];
-    let mut du = vec![0f32; g.len()];
-    dg.par_chunks_mut(GRAIN)
-        .zip(du.par_chunks_mut(GRAIN))
-        .zip(
-            dy.par_chunks(GRAIN)
-                .zip(g.par_chunks(GRAIN).zip(u.par_chunks(GRAIN))),
-        )
-        .for_each(|((dg, du), (dy, (g, u)))| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                du[i] = dy[i] * g[i] * s;
-            }
-        });
-    (dg, du)
+fn rms_flex(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, eps: f32) -> FloatTensor<Flex> {
+    let (x, w) = (contiguous(x.clone()), contiguous(w.clone()));
+    flex_tensor(rms_forward(slice(&x), slice(&w), eps), &x)
 }
 
 #[derive(Debug)]
@@ -180,7 +191,10 @@ impl Backward<Flex, 2> for SwigluBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (g, u) = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (dg, du) = swiglu_backward(&values(dy), &values(g.clone()), &values(u.clone()));
+        let (dy, gc, uc) = (contiguous(dy), contiguous(g.clone()), contiguous(u.clone()));
+        let n = slice(&gc).len();
+        let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+        kernels::swiglu_backward(slice(&dy), slice(&gc), slice(&uc), &mut dg, &mut du);
         let [pg, pu] = ops.parents;
         if let Some(n) = pg {
             grads.register::<Flex>(n.id, flex_tensor(dg, &g));
@@ -196,10 +210,7 @@ fn swiglu_autodiff<C: CheckpointStrategy, const D: usize>(
     u: Tensor<Autodiff<Flex, C>, D>,
 ) -> Tensor<Autodiff<Flex, C>, D> {
     let (g, u) = (g.into_primitive().tensor(), u.into_primitive().tensor());
-    let y = flex_tensor(
-        swiglu_forward(&values(g.primitive.clone()), &values(u.primitive.clone())),
-        &g.primitive,
-    );
+    let y = swiglu_flex(&g.primitive, &u.primitive);
     let out = match SwigluBackward
         .prepare::<C>([g.node.clone(), u.node.clone()])
         .compute_bound()
@@ -282,13 +293,8 @@ impl Backward<Flex, 2> for RmsNormBackward {
         let (x, w, eps) = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
         let [px, pw] = ops.parents;
-        let (dx, dw) = rms_backward(
-            &values(dy),
-            &values(x.clone()),
-            &values(w.clone()),
-            eps,
-            pw.is_some(),
-        );
+        let (dy, xc, wc) = (contiguous(dy), contiguous(x.clone()), contiguous(w.clone()));
+        let (dx, dw) = rms_backward(slice(&dy), slice(&xc), slice(&wc), eps, pw.is_some());
         if let Some(n) = px {
             grads.register::<Flex>(n.id, flex_tensor(dx, &x));
         }
@@ -304,14 +310,7 @@ fn rms_norm_autodiff<C: CheckpointStrategy, const D: usize>(
     eps: f32,
 ) -> Tensor<Autodiff<Flex, C>, D> {
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
-    let y = flex_tensor(
-        rms_forward(
-            &values(x.primitive.clone()),
-            &values(w.primitive.clone()),
-            eps,
-        ),
-        &x.primitive,
-    );
+    let y = rms_flex(&x.primitive, &w.primitive, eps);
     let out = match RmsNormBackward
         .prepare::<C>([x.node.clone(), w.node.clone()])
         .compute_bound()
@@ -341,10 +340,19 @@ pub(crate) fn attention<B: Backend>(
         ($ad:ty) => {
             if let (Some((q2, k2)), Some((v2, b2))) =
                 (both::<B, $ad, 4>(&q, &k), both::<B, $ad, 4>(&v, &bias))
+                && attention_shapes(q.dims(), k.dims(), v.dims(), bias.dims()).is_some()
             {
                 return same_type(attention_autodiff(q2, k2, v2, b2));
             }
         };
+    }
+    if let (Some((q2, k2)), Some((v2, b2))) =
+        (both::<B, Flex, 4>(&q, &k), both::<B, Flex, 4>(&v, &bias))
+    {
+        let p = |t: Tensor<Flex, 4>| t.into_primitive().tensor();
+        if let Some(out) = attention_flex(&p(q2), &p(k2), &p(v2), &p(b2)) {
+            return same_type(flex4(out));
+        }
     }
     fused!(Autodiff<Flex, NoCheckpointing>);
     fused!(Autodiff<Flex, BalancedCheckpointing>);
@@ -371,15 +379,47 @@ pub(crate) fn expand_kv<B: Backend>(kv: Tensor<B, 4>, heads: usize) -> Tensor<B,
         .reshape([b, heads, t, d])
 }
 
-/// The gradient of [`expand_kv`]: `[b, heads, t, d]` summed over each group.
-fn reduce_kv(g: Tensor<Flex, 4>, kv_heads: usize) -> Tensor<Flex, 4> {
-    let [b, h, t, d] = g.dims();
-    if h == kv_heads {
-        return g;
-    }
-    g.reshape([b, kv_heads, h / kv_heads, t, d])
-        .sum_dim(2)
-        .reshape([b, kv_heads, t, d])
+/// `(b, h, kv, s, t, d)` when `q` `[b, h, s, d]`, `k` and `v` `[b, kv, t, d]` and the
+/// bias `[b, h, s, t]` fit the attention kernels (`kv` divides `h`).
+fn attention_shapes(
+    q: [usize; 4],
+    k: [usize; 4],
+    v: [usize; 4],
+    bias: [usize; 4],
+) -> Option<(usize, usize, usize, usize, usize, usize)> {
+    let [b, h, s, d] = q;
+    let [kb, kv, t, kd] = k;
+    (kb == b && kd == d && v == k && kv > 0 && h % kv == 0 && bias == [b, h, s, t])
+        .then_some((b, h, kv, s, t, d))
+}
+
+fn dims4(t: &FloatTensor<Flex>) -> [usize; 4] {
+    let d = t.shape().to_vec();
+    d.try_into().unwrap_or([0, 0, 0, 0])
+}
+
+/// The attention kernel's forward on burn-flex tensors (any strides), or `None`
+/// when the shapes do not fit it. The output `[b, h, s, d]` is stored as
+/// `[b, s, h, d]`, ready for the output projection.
+fn attention_flex(
+    q: &FloatTensor<Flex>,
+    k: &FloatTensor<Flex>,
+    v: &FloatTensor<Flex>,
+    bias: &FloatTensor<Flex>,
+) -> Option<FloatTensor<Flex>> {
+    let (b, h, _, s, _, d) = attention_shapes(dims4(q), dims4(k), dims4(v), dims4(bias))?;
+    let [q, k, v, bias] = [q, k, v, bias].map(|t| viewable(t.clone()));
+    let mut out = vec![0f32; b * s * h * d];
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    kernels::attention_forward(
+        view4(&q),
+        view4(&k),
+        view4(&v),
+        view4(&bias),
+        scale,
+        &mut out,
+    );
+    Some(flex_bshd(out, [b, h, s, d]))
 }
 
 fn flex4(t: FloatTensor<Flex>) -> Tensor<Flex, 4> {
@@ -394,37 +434,38 @@ impl Backward<Flex, 4> for AttentionBackward {
     type State = [FloatTensor<Flex>; 4];
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [q, k, v, bias] = ops.state.map(flex4);
-        let (heads, kv_heads) = (q.dims()[1], k.dims()[1]);
-        let (k, v) = (expand_kv(k, heads), expand_kv(v, heads));
-        let d_out = flex4(grads.consume::<Flex>(&ops.node));
-        let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-        let scores = q
-            .clone()
-            .matmul(k.clone().swap_dims(2, 3))
-            .mul_scalar(scale)
-            + bias;
-        let p = softmax(scores, 3);
+        let [q, k, v, bias] = ops.state.map(viewable);
+        let d_out = viewable(grads.consume::<Flex>(&ops.node));
+        let (b, h, kv, s, t, d) = attention_shapes(dims4(&q), dims4(&k), dims4(&v), dims4(&bias))
+            .expect("checked when the op was recorded");
         let [pq, pk, pv, pb] = ops.parents;
-        if let Some(n) = pv {
-            let dv = reduce_kv(p.clone().swap_dims(2, 3).matmul(d_out.clone()), kv_heads);
-            grads.register::<Flex>(n.id, dv.into_primitive().tensor());
-        }
-        // dS = P ⊙ (dO·vᵀ − rowsum(dO ⊙ O)): the softmax backward, with the
-        // output O = P·v recomputed (one small product) rather than kept.
-        let out = p.clone().matmul(v.clone());
-        let delta = (d_out.clone() * out).sum_dim(3);
-        let ds = p * (d_out.matmul(v.swap_dims(2, 3)) - delta);
+        let mut dq = vec![0f32; b * s * h * d];
+        let mut dk = vec![0f32; b * kv * t * d];
+        let mut dv = vec![0f32; b * kv * t * d];
+        let mut dbias = pb.as_ref().map(|_| vec![0f32; b * h * s * t]);
+        kernels::attention_backward(
+            view4(&q),
+            view4(&k),
+            view4(&v),
+            view4(&bias),
+            view4(&d_out),
+            (1.0 / (d as f64).sqrt()) as f32,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            dbias.as_deref_mut(),
+        );
         if let Some(n) = pq {
-            let dq = ds.clone().matmul(k).mul_scalar(scale);
-            grads.register::<Flex>(n.id, dq.into_primitive().tensor());
+            grads.register::<Flex>(n.id, flex_bshd(dq, [b, h, s, d]));
         }
         if let Some(n) = pk {
-            let dk = ds.clone().swap_dims(2, 3).matmul(q).mul_scalar(scale);
-            grads.register::<Flex>(n.id, reduce_kv(dk, kv_heads).into_primitive().tensor());
+            grads.register::<Flex>(n.id, flex_tensor(dk, &k));
         }
-        if let Some(n) = pb {
-            grads.register::<Flex>(n.id, ds.into_primitive().tensor());
+        if let Some(n) = pv {
+            grads.register::<Flex>(n.id, flex_tensor(dv, &v));
+        }
+        if let (Some(n), Some(db)) = (pb, dbias) {
+            grads.register::<Flex>(n.id, flex_tensor(db, &bias));
         }
     }
 }
@@ -436,17 +477,8 @@ fn attention_autodiff<C: CheckpointStrategy>(
     bias: Tensor<Autodiff<Flex, C>, 4>,
 ) -> Tensor<Autodiff<Flex, C>, 4> {
     let [q, k, v, bias] = [q, k, v, bias].map(|t| t.into_primitive().tensor());
-    let heads = q.primitive.shape()[1];
-    let out = burn::tensor::module::attention(
-        flex4(q.primitive.clone()),
-        expand_kv(flex4(k.primitive.clone()), heads),
-        expand_kv(flex4(v.primitive.clone()), heads),
-        None,
-        Some(flex4(bias.primitive.clone())),
-        AttentionModuleOptions::default(),
-    )
-    .into_primitive()
-    .tensor();
+    let out = attention_flex(&q.primitive, &k.primitive, &v.primitive, &bias.primitive)
+        .expect("shapes checked by the caller");
     let nodes = [
         q.node.clone(),
         k.node.clone(),
@@ -519,37 +551,11 @@ fn rope_apply(
     sin: &FloatTensor<Flex>,
     inverse: bool,
 ) -> FloatTensor<Flex> {
-    let dims = x.shape();
-    let (h, s, d) = (dims[1], dims[2], dims[3]);
-    let per_batch = cos.shape()[0] > 1;
-    let (xs, cs, ss) = (values(x.clone()), values(cos.clone()), values(sin.clone()));
-    let half = d / 2;
-    let mut y = vec![0f32; xs.len()];
-    y.par_chunks_mut(s * d)
-        .zip(xs.par_chunks(s * d))
-        .enumerate()
-        .for_each(|(row, (y, x))| {
-            let t = if per_batch { row / h * s * d } else { 0 };
-            let (c, sn) = (&cs[t..t + s * d], &ss[t..t + s * d]);
-            for (((y, x), c), sn) in y
-                .chunks_exact_mut(d)
-                .zip(x.chunks_exact(d))
-                .zip(c.chunks_exact(d))
-                .zip(sn.chunks_exact(d))
-            {
-                for i in 0..half {
-                    let j = i + half;
-                    if inverse {
-                        y[i] = x[i] * c[i] + x[j] * sn[j];
-                        y[j] = x[j] * c[j] - x[i] * sn[i];
-                    } else {
-                        y[i] = x[i] * c[i] + x[j] * -sn[i];
-                        y[j] = x[j] * c[j] + x[i] * sn[j];
-                    }
-                }
-            }
-        });
-    flex_tensor(y, x)
+    let dims = dims4(x);
+    let [x, cos, sin] = [x, cos, sin].map(|t| viewable(t.clone()));
+    let mut y = vec![0f32; dims.iter().product()];
+    kernels::rope(view4(&x), view4(&cos), view4(&sin), inverse, &mut y);
+    flex_bshd(y, dims)
 }
 
 #[derive(Debug)]
@@ -702,6 +708,29 @@ mod tests {
         close(dk1, dk2, 1e-4, "d k");
         close(dv1, dv2, 1e-4, "d v");
         close(db1, db2, 1e-4, "d bias");
+    }
+
+    /// The plain burn-flex forward reads the query where the projection left it
+    /// (`[b, s, h, d]` swapped to `[b, h, s, d]`) and gives burn's fallback's values.
+    #[test]
+    fn flex_attention_reads_strided_queries() {
+        let d = FlexDevice;
+        let (b, h, kv, s, hd) = (2, 6, 2, 9, 16);
+        let q = Tensor::<Flex, 4>::random([b, s, h, hd], Distribution::Normal(0.0, 1.0), &d)
+            .swap_dims(1, 2);
+        let k = Tensor::<Flex, 4>::random([b, kv, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let v = Tensor::<Flex, 4>::random([b, kv, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let bias = Tensor::<Flex, 4>::random([b, 1, s, s], Distribution::Normal(0.0, 1.0), &d)
+            .expand([b, h, s, s]);
+        let want = burn::tensor::module::attention_fallback(
+            q.clone(),
+            expand_kv(k.clone(), h),
+            expand_kv(v.clone(), h),
+            None,
+            Some(bias.clone()),
+            AttentionModuleOptions::default(),
+        );
+        close(attention(q, k, v, bias), want, 1e-5, "flex forward");
     }
 
     /// Rotary embedding: the same bits as the burn expression forward (shared and

@@ -3,6 +3,7 @@
 //! `LlamaForCausalLM`, `MistralForCausalLM` and `Phi3ForCausalLM` (eager attention).
 
 mod fused;
+mod kernels;
 mod layers;
 mod lora;
 mod rope;
