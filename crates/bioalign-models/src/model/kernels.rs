@@ -4,9 +4,10 @@
 //! where they lie, with no transposed copy.
 //!
 //! Every loop is plain Rust, compiled twice: for the baseline target and, chosen at
-//! run time, with AVX2 + FMA enabled (wider vectors). Both builds round the same
-//! way (no fused multiply-adds are written or contracted), so the result does not
-//! depend on the machine.
+//! run time, with AVX2 + FMA enabled (wider vectors). The elementwise kernels round
+//! the same way in both builds (no fused multiply-adds); the attention products use
+//! fused multiply-adds in the AVX2 build only, so, like the matrix products, their
+//! last bits depend on the CPU (results are reproducible on one machine).
 
 use rayon::prelude::*;
 
@@ -213,36 +214,133 @@ pub(crate) fn rope(x: View<'_>, cos: View<'_>, sin: View<'_>, inverse: bool, out
         });
 }
 
+/// `a · b + c`, fused (one rounding) in the AVX2 + FMA build, two roundings in the
+/// baseline one (where a fused multiply-add would be a slow library call).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// `out[j] = x · row(j)` for `j < out.len()`, four rows at a time (`x` stays in
+/// registers, each row is read once).
+#[inline(always)]
+fn dots<'a, const FMA: bool>(x: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+    let d = x.len();
+    let body = d / 8 * 8;
+    let reduce = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if FMA && body == d {
+        while j + 4 <= out.len() {
+            let r = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+            // SAFETY: `FMA` is only set by `dispatch_fma!` after detecting AVX2 and
+            // FMA; the four rows hold `d` values each (`View::row`), like `x`.
+            let v = unsafe { x86::dot4(x, r) };
+            out[j..j + 4].copy_from_slice(&v);
+            j += 4;
         }
     }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
+    while j + 4 <= out.len() {
+        let r = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+        let mut acc = [[0f32; 8]; 4];
+        for c in (0..body).step_by(8) {
+            let xv: &[f32; 8] = x[c..c + 8].try_into().expect("8 values");
+            for u in 0..4 {
+                let rv: &[f32; 8] = r[u][c..c + 8].try_into().expect("8 values");
+                for l in 0..8 {
+                    acc[u][l] = madd::<FMA>(xv[l], rv[l], acc[u][l]);
+                }
+            }
+        }
+        for u in 0..4 {
+            let mut v = reduce(acc[u]);
+            for c in body..d {
+                v = madd::<FMA>(x[c], r[u][c], v);
+            }
+            out[j + u] = v;
+        }
+        j += 4;
+    }
+    for (jj, o) in out.iter_mut().enumerate().skip(j) {
+        let r = row(jj);
+        let mut acc = [0f32; 8];
+        for c in (0..body).step_by(8) {
+            for l in 0..8 {
+                acc[l] = madd::<FMA>(x[c + l], r[c + l], acc[l]);
+            }
+        }
+        let mut v = reduce(acc);
+        for c in body..d {
+            v = madd::<FMA>(x[c], r[c], v);
+        }
+        *o = v;
     }
 }
 
-/// Scores `q · k_j · scale + bias_j` of one query row turned into softmax
-/// probabilities in `p` (length `t`). A row whose every score is `-inf` gets all
-/// zeros; a NaN score makes the whole row NaN.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `[x · r[0], .., x · r[3]]` for `x.len()` a multiple of 8 and rows at least as
+    /// long; the caller has checked that the CPU has AVX2 and FMA.
+    #[inline(always)]
+    pub(super) unsafe fn dot4(x: &[f32], r: [&[f32]; 4]) -> [f32; 4] {
+        debug_assert!(x.len().is_multiple_of(8) && r.iter().all(|r| r.len() >= x.len()));
+        // SAFETY: every load reads 8 values at `c < x.len()`, inside `x` and each row.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..x.len()).step_by(8) {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(c));
+                for u in 0..4 {
+                    acc[u] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r[u].as_ptr().add(c)), acc[u]);
+                }
+            }
+            // [a0, a1, a2, a3] summed within each lane half, then the halves added.
+            let s = _mm256_hadd_ps(
+                _mm256_hadd_ps(acc[0], acc[1]),
+                _mm256_hadd_ps(acc[2], acc[3]),
+            );
+            let v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), v);
+            out
+        }
+    }
+}
+
+/// `out += Σ_j w[j] · row(j)` over `j < w.len()`, 32 columns at a time (the partial
+/// sums stay in registers while the rows stream by).
 #[inline(always)]
-fn softmax_row(
+fn weighted_sum<'a, const FMA: bool>(w: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+    const C: usize = 32;
+    let d = out.len();
+    let mut c0 = 0;
+    while c0 + C <= d {
+        let mut acc: [f32; C] = out[c0..c0 + C].try_into().expect("C values");
+        for (j, &wj) in w.iter().enumerate() {
+            let r: &[f32; C] = row(j)[c0..c0 + C].try_into().expect("C values");
+            for l in 0..C {
+                acc[l] = madd::<FMA>(wj, r[l], acc[l]);
+            }
+        }
+        out[c0..c0 + C].copy_from_slice(&acc);
+        c0 += C;
+    }
+    for (c, o) in out.iter_mut().enumerate().skip(c0) {
+        let mut acc = *o;
+        for (j, &wj) in w.iter().enumerate() {
+            acc = madd::<FMA>(wj, row(j)[c], acc);
+        }
+        *o = acc;
+    }
+}
+
+/// One query row's probabilities `softmax(q · k_j · scale + bias_j)` in `p` (length
+/// `t`). A row whose every score is `-inf` gets all zeros; a NaN score makes the
+/// whole row NaN.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn softmax_row<const FMA: bool>(
     q: &[f32],
     k: &View<'_>,
     bi: usize,
@@ -251,9 +349,10 @@ fn softmax_row(
     scale: f32,
     p: &mut [f32],
 ) {
+    dots::<FMA>(q, |j| k.row(bi, kvh, j), p);
     let mut m = f32::NEG_INFINITY;
-    for (j, pj) in p.iter_mut().enumerate() {
-        let v = dot(q, k.row(bi, kvh, j)) * scale + bias[j];
+    for (pj, &b) in p.iter_mut().zip(bias) {
+        let v = *pj * scale + b;
         *pj = v;
         // A NaN is taken too (it is not `<= m`), and then spreads through the row.
         if v > m || v.is_nan() {
@@ -275,6 +374,30 @@ fn softmax_row(
     }
 }
 
+/// Runs `$f::<true>(args)` (fused multiply-adds, compiled with AVX2 + FMA) when the
+/// CPU has them, else `$f::<false>(args)`.
+macro_rules! dispatch_fma {
+    ($f:ident ( $($arg:expr),* $(,)? )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if wide_simd() {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                // SAFETY: `wide_simd` found AVX2 and FMA on this CPU.
+                unsafe { wide(|| $f::<true>($($arg),*)) }
+            } else {
+                $f::<false>($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f::<false>($($arg),*)
+        }
+    }};
+}
+
 /// Grouped-query attention `softmax(q·kᵀ·scale + bias)·v` for `q` `[b, h, s, d]`,
 /// `k`, `v` `[b, kv, t, d]` (query head `hh` reads key/value head
 /// `hh / (h / kv)`) and `bias` `[b or 1, h or 1, s, t]`. `out` holds `[b, s, h, d]`.
@@ -287,8 +410,7 @@ pub(crate) fn attention_forward(
     out: &mut [f32],
 ) {
     let [b, h, s, d] = q.dims;
-    let (kv, t) = (k.dims[1], k.dims[2]);
-    let group = h / kv;
+    let t = k.dims[2];
     debug_assert_eq!(out.len(), b * s * h * d);
     if out.is_empty() {
         return;
@@ -298,20 +420,32 @@ pub(crate) fn attention_forward(
         .enumerate()
         .for_each_init(
             || vec![0f32; t],
-            |p, (row, o)| {
-                let (bi, i) = (row / s, row % s);
-                multiversion!({
-                    for (hh, o) in o.chunks_exact_mut(d).enumerate() {
-                        let kvh = hh / group;
-                        softmax_row(q.row(bi, hh, i), &k, bi, kvh, bias.row(bi, hh, i), scale, p);
-                        o.fill(0.0);
-                        for (j, &pj) in p.iter().enumerate() {
-                            axpy(o, pj, v.row(bi, kvh, j));
-                        }
-                    }
-                })
-            },
+            |p, (row, o)| dispatch_fma!(forward_row(&q, &k, &v, &bias, scale, row, o, p)),
         );
+}
+
+/// Every head of query row `row` (`= bi · s + i`) into `o` `[h, d]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_row<const FMA: bool>(
+    q: &View<'_>,
+    k: &View<'_>,
+    v: &View<'_>,
+    bias: &View<'_>,
+    scale: f32,
+    row: usize,
+    o: &mut [f32],
+    p: &mut [f32],
+) {
+    let [_, h, s, d] = q.dims;
+    let group = h / k.dims[1];
+    let (bi, i) = (row / s, row % s);
+    for (hh, o) in o.chunks_exact_mut(d).enumerate() {
+        let kvh = hh / group;
+        softmax_row::<FMA>(q.row(bi, hh, i), k, bi, kvh, bias.row(bi, hh, i), scale, p);
+        o.fill(0.0);
+        weighted_sum::<FMA>(p, |j| v.row(bi, kvh, j), o);
+    }
 }
 
 /// The gradients of [`attention_forward`] for the output gradient `dout`
@@ -337,69 +471,106 @@ pub(crate) fn attention_backward(
     if b * h * s * d == 0 {
         return;
     }
-    // One task per (batch, key/value head): it owns that head's `dk`, `dv` and its
-    // query heads' `dq` and `dbias` rows, gathered here and scattered below.
-    struct Part {
-        dq: Vec<f32>,
-        dbias: Vec<f32>,
-    }
     let want_bias = dbias.is_some();
-    let parts: Vec<Part> = dk
+    // One task per (batch, key/value head): it owns that head's `dk` and `dv`, and
+    // its query heads' `dq` and `dS` (the bias gradient) rows, scattered below.
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = dk
         .par_chunks_mut(t * d)
         .zip(dv.par_chunks_mut(t * d))
         .enumerate()
         .map(|(task, (dk, dv))| {
             let (bi, kvh) = (task / kv, task % kv);
-            dk.fill(0.0);
-            dv.fill(0.0);
-            let mut part = Part {
-                dq: vec![0f32; group * s * d],
-                dbias: vec![0f32; if want_bias { group * s * t } else { 0 }],
+            let heads = Heads {
+                q: &q,
+                k: &k,
+                v: &v,
+                bias: &bias,
+                dout: &dout,
+                bi,
+                kvh,
+                scale,
             };
-            let mut p = vec![0f32; t];
-            let mut dp = vec![0f32; t];
-            multiversion!({
-                for g in 0..group {
-                    let hh = kvh * group + g;
-                    for i in 0..s {
-                        let (qi, doi) = (q.row(bi, hh, i), dout.row(bi, hh, i));
-                        softmax_row(qi, &k, bi, kvh, bias.row(bi, hh, i), scale, &mut p);
-                        // dP_j = dO_i · v_j; Δ = Σ_j P_j dP_j (= dO_i · O_i).
-                        let mut delta = 0f32;
-                        for j in 0..t {
-                            dp[j] = dot(doi, v.row(bi, kvh, j));
-                            delta += p[j] * dp[j];
-                        }
-                        let dqi = &mut part.dq[(g * s + i) * d..(g * s + i + 1) * d];
-                        for j in 0..t {
-                            let ds = p[j] * (dp[j] - delta);
-                            dp[j] = ds;
-                            axpy(dqi, ds * scale, k.row(bi, kvh, j));
-                            axpy(&mut dk[j * d..(j + 1) * d], ds * scale, qi);
-                            axpy(&mut dv[j * d..(j + 1) * d], p[j], doi);
-                        }
-                        if want_bias {
-                            part.dbias[(g * s + i) * t..(g * s + i + 1) * t].copy_from_slice(&dp);
-                        }
-                    }
-                }
-            });
-            part
+            let mut dq = vec![0f32; group * s * d];
+            let mut ds = vec![0f32; group * s * t];
+            dispatch_fma!(backward_group(&heads, &mut dq, &mut ds, dk, dv));
+            (dq, if want_bias { ds } else { Vec::new() })
         })
         .collect();
-    for (task, part) in parts.into_iter().enumerate() {
+    for (task, (pdq, pds)) in parts.into_iter().enumerate() {
         let (bi, kvh) = (task / kv, task % kv);
         for g in 0..group {
             let hh = kvh * group + g;
             for i in 0..s {
-                let src = &part.dq[(g * s + i) * d..(g * s + i + 1) * d];
+                let r = g * s + i;
                 let o = ((bi * s + i) * h + hh) * d;
-                dq[o..o + d].copy_from_slice(src);
+                dq[o..o + d].copy_from_slice(&pdq[r * d..(r + 1) * d]);
                 if let Some(db) = dbias.as_deref_mut() {
                     let o = ((bi * h + hh) * s + i) * t;
-                    db[o..o + t].copy_from_slice(&part.dbias[(g * s + i) * t..(g * s + i + 1) * t]);
+                    db[o..o + t].copy_from_slice(&pds[r * t..(r + 1) * t]);
                 }
             }
+        }
+    }
+}
+
+/// The inputs of one backward task: batch row `bi`, key/value head `kvh`.
+struct Heads<'v, 'a> {
+    q: &'v View<'a>,
+    k: &'v View<'a>,
+    v: &'v View<'a>,
+    bias: &'v View<'a>,
+    dout: &'v View<'a>,
+    bi: usize,
+    kvh: usize,
+    scale: f32,
+}
+
+/// The backward of one key/value head and its `group` query heads: `dq` `[group,
+/// s, d]`, `ds` `[group, s, t]` (the scores' gradient), and `dk`, `dv` `[t, d]`.
+#[inline(always)]
+fn backward_group<const FMA: bool>(
+    a: &Heads<'_, '_>,
+    dq: &mut [f32],
+    ds: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let [_, h, s, d] = a.q.dims;
+    let t = a.k.dims[2];
+    let group = h / a.k.dims[1];
+    let (bi, kvh) = (a.bi, a.kvh);
+    dk.fill(0.0);
+    dv.fill(0.0);
+    let mut p = vec![0f32; s * t];
+    let mut col = vec![0f32; s];
+    for g in 0..group {
+        let hh = kvh * group + g;
+        let dsg = &mut ds[g * s * t..(g + 1) * s * t];
+        for i in 0..s {
+            let (pi, dsi) = (&mut p[i * t..(i + 1) * t], &mut dsg[i * t..(i + 1) * t]);
+            let (qi, doi) = (a.q.row(bi, hh, i), a.dout.row(bi, hh, i));
+            softmax_row::<FMA>(qi, a.k, bi, kvh, a.bias.row(bi, hh, i), a.scale, pi);
+            // dP_j = dO_i · v_j; Δ = Σ_j P_j dP_j (= dO_i · O_i); dS_j = P_j (dP_j − Δ).
+            dots::<FMA>(doi, |j| a.v.row(bi, kvh, j), dsi);
+            let delta: f32 = pi.iter().zip(dsi.iter()).map(|(p, dp)| p * dp).sum();
+            for (dsj, &pj) in dsi.iter_mut().zip(pi.iter()) {
+                *dsj = pj * (*dsj - delta);
+            }
+            // dq_i = scale · Σ_j dS_j k_j.
+            let dqi = &mut dq[(g * s + i) * d..(g * s + i + 1) * d];
+            weighted_sum::<FMA>(dsi, |j| a.k.row(bi, kvh, j), dqi);
+            dqi.iter_mut().for_each(|x| *x *= a.scale);
+        }
+        // dk_j += scale · Σ_i dS_ij q_i; dv_j += Σ_i P_ij dO_i.
+        for j in 0..t {
+            for (c, x) in col.iter_mut().enumerate() {
+                *x = dsg[c * t + j] * a.scale;
+            }
+            weighted_sum::<FMA>(&col, |i| a.q.row(bi, hh, i), &mut dk[j * d..(j + 1) * d]);
+            for (c, x) in col.iter_mut().enumerate() {
+                *x = p[c * t + j];
+            }
+            weighted_sum::<FMA>(&col, |i| a.dout.row(bi, hh, i), &mut dv[j * d..(j + 1) * d]);
         }
     }
 }
@@ -430,7 +601,7 @@ mod tests {
     /// on a strided `[b, s, h, d]` query and a broadcast bias.
     #[test]
     fn attention_forward_matches_a_naive_softmax() {
-        let (b, h, kv, s, d) = (2, 4, 2, 5, 12);
+        let (b, h, kv, s, d) = (2, 4, 2, 5, 44);
         let val = |i: usize| ((i * 7919 % 101) as f32 - 50.0) / 40.0;
         let qd: Vec<f32> = (0..b * s * h * d).map(val).collect();
         let kd: Vec<f32> = (0..b * kv * s * d).map(|i| val(i + 3)).collect();
