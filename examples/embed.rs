@@ -148,6 +148,7 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
 }
 
 fn main() -> Result<()> {
+    bioalign_examples::tune_allocator();
     let args = Args::parse();
     bioalign_examples::on_device!(args.device, run(&args))
 }

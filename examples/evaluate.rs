@@ -103,6 +103,7 @@ fn ci_p(c: &Option<ConfidenceInterval>, p: usize) -> String {
 }
 
 fn main() -> Result<()> {
+    bioalign_examples::tune_allocator();
     let args = Args::parse();
     let mut cfg = EvaluateConfig::new(&args.model, &args.data);
     cfg.adapter = args.adapter.clone();

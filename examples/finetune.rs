@@ -140,6 +140,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    bioalign_examples::tune_allocator();
     let args = Args::parse();
     let mut cfg = FinetuneConfig::new(&args.model, &args.data, &args.out);
     cfg.template = args.template.parse::<Template>().context("--template")?;

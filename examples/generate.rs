@@ -58,6 +58,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    bioalign_examples::tune_allocator();
     let args = Args::parse();
     bioalign_examples::on_device!(args.device, run(&args))
 }

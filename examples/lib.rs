@@ -15,6 +15,25 @@ use bioalign_study::{Progress, Stage};
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Tunes glibc's allocator for model work: blocks under 32 MiB come from the heap
+/// and freed memory stays in the process for reuse (`M_MMAP_THRESHOLD` 32 MiB,
+/// `M_TRIM_THRESHOLD` 1 GiB, `M_TOP_PAD` 64 MiB). A forward pass allocates and frees
+/// megabytes of activations per projection; by default glibc maps each such block
+/// afresh and unmaps it on free, so every layer page-faults its buffers in again.
+/// On the 2-core EPYC, `models_bench` (32 × 32 SmolLM2 forward) went from 1.34 M to
+/// 0.44 M page faults and from 38.1 to 30.0 CPU-seconds; training's peak resident
+/// memory rose by 6 MiB. A no-op off glibc. Call it first thing in `main`.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes allocator parameters; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 /// Calls `f::<B>(args.., &device)` with the backend and device of a
 /// [`bioalign_models::DeviceChoice`] (`--device cpu|cuda[:N]|wgpu`); a device whose
 /// backend was not compiled in (features `cuda`, `wgpu` of this package) is an error

@@ -48,6 +48,7 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() -> Result<()> {
+    bioalign_examples::tune_allocator();
     let args = Args::parse();
     let device = CpuDevice::default();
     let t0 = Instant::now();

@@ -81,6 +81,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    bioalign_examples::tune_allocator();
     let args = Args::parse();
     let mut cfg = ReproduceConfig::new();
     if let Some(m) = args.model {
