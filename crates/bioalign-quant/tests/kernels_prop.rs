@@ -260,6 +260,8 @@ fn blocked_products_match_f64_across_block_edges() {
         (4, 129, 257),
         (151, 17, 64),
         (13, 2100, 40),
+        // More rows than output columns: threads split the rows of `x`.
+        (300, 40, 400),
     ] {
         let data: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)

@@ -1,6 +1,8 @@
 //! The cache-blocked product `y = x · Vᵀ` on AVX2 (BLIS's loop order).
 //!
-//! Threads own disjoint ranges of output columns (rows of `V`). Each packs a
+//! Threads own disjoint ranges of output columns (rows of `V`), or, when `x` has
+//! more rows than `V` (a projection to few features over many tokens), disjoint
+//! ranges of rows of `x`: whichever makes them pack less. Each packs a
 //! block of `V`, up to [`KB`] deep and [`NB`] wide, into panels of [`NR`] columns
 //! (`panel[k][j]`, 18 KiB: it stays in L1 while the micro-kernel sweeps a pass
 //! of [`MB`] rows of `x`, themselves packed into micro-panels of [`MR`] rows and
@@ -53,36 +55,47 @@ pub(super) fn gemm(
     }
     let panels = rows.div_ceil(NR);
     let t = thread_count(threads, panels.min(m * rows * cols / (1 << 21) + 1));
-    let per = panels.div_ceil(t) * NR;
     let out = OutPtr(y.as_mut_ptr());
     let out = &out;
-    let mut ranges: Vec<usize> = (0..rows).step_by(per).collect();
-    super::par_chunks_mut(&mut ranges, 1, |_, c0| {
-        columns(
-            isa,
-            src,
-            x,
-            m,
-            rows,
-            cols,
-            c0[0],
-            (c0[0] + per).min(rows),
-            out,
-        );
+    // Threads split the output by columns (each packs all of `x` and its share of
+    // `V`) or by rows (each packs its rows of `x` and all of `V`): whichever packs
+    // less. Packing a value of `V` costs about twice one of `x` when it is
+    // dequantized on the way.
+    let v_cost = if matches!(src, WeightSource::Nf4(_) | WeightSource::Nf4T(_)) {
+        2
+    } else {
+        1
+    };
+    let by_rows = t > 1 && m >= t * MR && m > rows * v_cost;
+    let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
+        let per = m.div_ceil(t).next_multiple_of(MR);
+        (0..m)
+            .step_by(per)
+            .map(|r0| (r0, (r0 + per).min(m), 0, rows))
+            .collect()
+    } else {
+        let per = panels.div_ceil(t) * NR;
+        (0..rows)
+            .step_by(per)
+            .map(|c0| (0, m, c0, (c0 + per).min(rows)))
+            .collect()
+    };
+    super::par_chunks_mut(&mut ranges, 1, |_, r| {
+        let (r0, r1, c0, c1) = r[0];
+        columns(isa, src, x, (r0, r1), rows, cols, (c0, c1), out);
     });
 }
 
-/// Output columns `c0..c1` of every row.
+/// Output columns `c0..c1` of rows `r0..r1`.
 #[allow(clippy::too_many_arguments)]
 fn columns(
     isa: Isa,
     src: &WeightSource<'_>,
     x: &[f32],
-    m: usize,
+    (r0, m): (usize, usize),
     rows: usize,
     cols: usize,
-    c0: usize,
-    c1: usize,
+    (c0, c1): (usize, usize),
     out: &OutPtr,
 ) {
     let nb_max = NB.min((c1 - c0).next_multiple_of(NR));
@@ -96,7 +109,7 @@ fn columns(
         for k0 in (0..cols).step_by(kstep) {
             let kc = kstep.min(cols - k0);
             pack_block(isa, src, j0, nb, k0, kc, &mut pack, &mut scratch);
-            for i0 in (0..m).step_by(MB) {
+            for i0 in (r0..m).step_by(MB) {
                 let i1 = (i0 + MB).min(m);
                 pack_rows(x, cols, i0, i1, k0, kc, &mut apack);
                 for p in 0..nb.div_ceil(NR) {
@@ -130,6 +143,17 @@ fn pack_rows(
 ) {
     for (q, i) in (i0..i1).step_by(MR).enumerate() {
         let panel = &mut apack[q * KB * MR..q * KB * MR + kc * MR];
+        if i + MR <= i1 {
+            // Whole micro-panel: six row streams in, one sequential stream out.
+            let r: [&[f32]; MR] =
+                std::array::from_fn(|r| &x[(i + r) * cols + k0..(i + r) * cols + k0 + kc]);
+            for (k, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, row) in dst.iter_mut().zip(&r) {
+                    *d = row[k];
+                }
+            }
+            continue;
+        }
         for r in 0..MR {
             if i + r < i1 {
                 let row = &x[(i + r) * cols + k0..(i + r) * cols + k0 + kc];
