@@ -15,10 +15,10 @@ use rayon::prelude::*;
 /// than it saves.
 const MIN_ROWS: usize = 4;
 
-/// Runs `$body` (an expression over the enclosing function's arguments) in a copy of
-/// itself compiled with AVX2 + FMA when the CPU has them.
-macro_rules! multiversion {
-    ($body:expr) => {{
+/// Evaluates `$wide` compiled with AVX2 + FMA enabled when the CPU has them, else
+/// `$base`.
+macro_rules! simd {
+    ($wide:expr, $base:expr) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
@@ -27,16 +27,24 @@ macro_rules! multiversion {
             }
             if wide_simd() {
                 // SAFETY: `wide_simd` found AVX2 and FMA on this CPU.
-                unsafe { wide(|| $body) }
+                unsafe { wide(|| $wide) }
             } else {
-                $body
+                $base
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            $body
+            $base
         }
     }};
+}
+
+/// Runs `$body` (an expression over the enclosing function's variables) in a copy
+/// compiled with AVX2 + FMA when the CPU has them.
+macro_rules! multiversion {
+    ($body:expr) => {
+        simd!($body, $body)
+    };
 }
 
 /// Whether this CPU has AVX2 and FMA (detected once by the standard library).
@@ -182,13 +190,11 @@ pub(crate) fn rope(x: View<'_>, cos: View<'_>, sin: View<'_>, inverse: bool, out
     let [b, h, s, d] = x.dims;
     let half = d / 2;
     debug_assert_eq!(out.len(), b * s * h * d);
-    if out.is_empty() {
-        return;
-    }
-    out.par_chunks_mut(h * d)
-        .with_min_len(MIN_ROWS)
-        .enumerate()
-        .for_each(|(row, o)| {
+    par_out_rows(
+        out,
+        h * d,
+        || (),
+        |_, row, o| {
             let (bi, i) = (row / s, row % s);
             let (c, sn) = (cos.row(bi, 0, i), sin.row(bi, 0, i));
             multiversion!({
@@ -211,7 +217,8 @@ pub(crate) fn rope(x: View<'_>, cos: View<'_>, sin: View<'_>, inverse: bool, out
                     }
                 }
             })
-        });
+        },
+    );
 }
 
 /// `a · b + c`, fused (one rounding) in the AVX2 + FMA build, two roundings in the
@@ -377,25 +384,26 @@ fn softmax_row<const FMA: bool>(
 /// Runs `$f::<true>(args)` (fused multiply-adds, compiled with AVX2 + FMA) when the
 /// CPU has them, else `$f::<false>(args)`.
 macro_rules! dispatch_fma {
-    ($f:ident ( $($arg:expr),* $(,)? )) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if wide_simd() {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-                    f()
-                }
-                // SAFETY: `wide_simd` found AVX2 and FMA on this CPU.
-                unsafe { wide(|| $f::<true>($($arg),*)) }
-            } else {
-                $f::<false>($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $f::<false>($($arg),*)
-        }
-    }};
+    ($f:ident ( $($arg:expr),* $(,)? )) => {
+        simd!($f::<true>($($arg),*), $f::<false>($($arg),*))
+    };
+}
+
+/// `f(scratch, row, out_row)` over the rows of `out` (`width` values each), in
+/// parallel; each task gets a `scratch` from `init`.
+fn par_out_rows<S>(
+    out: &mut [f32],
+    width: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
+) {
+    if out.is_empty() {
+        return;
+    }
+    out.par_chunks_mut(width)
+        .with_min_len(MIN_ROWS)
+        .enumerate()
+        .for_each_init(init, |sc, (row, o)| f(sc, row, o));
 }
 
 /// Grouped-query attention `softmax(q·kᵀ·scale + bias)·v` for `q` `[b, h, s, d]`,
@@ -412,16 +420,12 @@ pub(crate) fn attention_forward(
     let [b, h, s, d] = q.dims;
     let t = k.dims[2];
     debug_assert_eq!(out.len(), b * s * h * d);
-    if out.is_empty() {
-        return;
-    }
-    out.par_chunks_mut(h * d)
-        .with_min_len(MIN_ROWS)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; t],
-            |p, (row, o)| dispatch_fma!(forward_row(&q, &k, &v, &bias, scale, row, o, p)),
-        );
+    par_out_rows(
+        out,
+        h * d,
+        || vec![0f32; t],
+        |p, row, o| dispatch_fma!(forward_row(&q, &k, &v, &bias, scale, row, o, p)),
+    );
 }
 
 /// Every head of query row `row` (`= bi · s + i`) into `o` `[h, d]`.
