@@ -262,6 +262,9 @@ fn blocked_products_match_f64_across_block_edges() {
         (13, 2100, 40),
         // More rows than output columns: threads split the rows of `x`.
         (300, 40, 400),
+        // ... with a part micro-panel at the end, and a projection to 8 features.
+        (301, 40, 400),
+        (700, 8, 640),
     ] {
         let data: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)

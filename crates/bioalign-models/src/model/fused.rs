@@ -324,12 +324,15 @@ fn rms_norm_autodiff<C: CheckpointStrategy, const D: usize>(
 
 /// `softmax(q·kᵀ/√d + bias)·v` for `q` `[b, h, s, d]` and keys and values
 /// `[b, kv_heads, t, d]` shared by groups of `h / kv_heads` query heads
-/// (grouped-query attention). On burn-flex under autodiff the forward is
-/// burn-flex's own attention kernel and the graph keeps `q`, the unexpanded `k`
-/// and `v` and the bias view; the backward recomputes the probabilities and the
-/// output once and sums the key and value gradients over each group.
-/// burn's differentiable fallback keeps the expanded keys and values and four or
-/// five `[b, h, s, t]` tensors (scores, their exponentials, probabilities, ...).
+/// (grouped-query attention). On burn-flex, plain or under autodiff, the forward
+/// and backward are [`kernels::attention_forward`] and
+/// [`kernels::attention_backward`] (each key/value head read once for its group,
+/// nothing expanded); the graph keeps `q`, the unexpanded `k` and `v` and the bias
+/// view, and the backward recomputes the probabilities. burn's differentiable
+/// fallback keeps the expanded keys and values and four or five `[b, h, s, t]`
+/// tensors (scores, their exponentials, probabilities, ...). Other backends and
+/// shapes the kernels do not take (no keys, a bias not `[b, h, s, t]`) run burn's
+/// attention.
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -389,7 +392,7 @@ fn attention_shapes(
 ) -> Option<(usize, usize, usize, usize, usize, usize)> {
     let [b, h, s, d] = q;
     let [kb, kv, t, kd] = k;
-    (kb == b && kd == d && v == k && kv > 0 && h % kv == 0 && bias == [b, h, s, t])
+    (kb == b && kd == d && v == k && kv > 0 && t > 0 && h % kv == 0 && bias == [b, h, s, t])
         .then_some((b, h, kv, s, t, d))
 }
 
@@ -658,31 +661,40 @@ mod tests {
     /// second row) and causal masking.
     #[test]
     fn attention_matches_burn_forward_and_backward() {
+        // (query heads, key/value heads, queries, keys, head size): one key/value head
+        // for three query heads; two for four with fewer queries than keys (a cached
+        // prefix) and a head size that is not a multiple of 8.
+        for (h, kv, s, t, hd) in [(3, 1, 13, 13, 48), (4, 2, 5, 9, 20)] {
+            attention_case(h, kv, s, t, hd);
+        }
+    }
+
+    fn attention_case(h: usize, kv: usize, s: usize, t: usize, hd: usize) {
         let d = FlexDevice;
-        let (b, h, s, hd) = (2, 3, 13, 48);
+        let b = 2;
         let q0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
-        // One key/value head shared by the three query heads.
-        let k0 = Tensor::<Flex, 4>::random([b, 1, s, hd], Distribution::Normal(0.0, 1.0), &d);
-        let v0 = Tensor::<Flex, 4>::random([b, 1, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let k0 = Tensor::<Flex, 4>::random([b, kv, t, hd], Distribution::Normal(0.0, 1.0), &d);
+        let v0 = Tensor::<Flex, 4>::random([b, kv, t, hd], Distribution::Normal(0.0, 1.0), &d);
         let dy = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
-        let mut mask = vec![0f32; b * s * s];
+        let past = t - s;
+        let mut mask = vec![0f32; b * s * t];
         for bi in 0..b {
             for i in 0..s {
-                for j in 0..s {
-                    if j > i || (bi == 1 && j == 0) {
-                        mask[(bi * s + i) * s + j] = -1e9;
+                for j in 0..t {
+                    if j > i + past || (bi == 1 && j == 0) {
+                        mask[(bi * s + i) * t + j] = -1e9;
                     }
                 }
             }
         }
-        let b0 = Tensor::<Flex, 4>::from_data(TensorData::new(mask, [b, 1, s, s]), &d)
-            + Tensor::random([b, 1, s, s], Distribution::Normal(0.0, 0.5), &d);
+        let b0 = Tensor::<Flex, 4>::from_data(TensorData::new(mask, [b, 1, s, t]), &d)
+            + Tensor::random([b, 1, s, t], Distribution::Normal(0.0, 0.5), &d);
         let run = |fused: bool| {
             let q = Tensor::<Ad, 4>::from_inner(q0.clone()).require_grad();
             let k = Tensor::<Ad, 4>::from_inner(k0.clone()).require_grad();
             let v = Tensor::<Ad, 4>::from_inner(v0.clone()).require_grad();
             let bias = Tensor::<Ad, 4>::from_inner(b0.clone()).require_grad();
-            let be = bias.clone().expand([b, h, s, s]);
+            let be = bias.clone().expand([b, h, s, t]);
             let y = if fused {
                 attention(q.clone(), k.clone(), v.clone(), be)
             } else {
@@ -739,9 +751,18 @@ mod tests {
     fn rope_matches_burn_forward_and_backward() {
         let d = FlexDevice;
         let (b, h, s, hd) = (2, 3, 7, 8);
-        let x0 = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        let contiguous =
+            Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
+        // As a projection leaves it: `[b, s, h, d]` seen as `[b, h, s, d]`.
+        let swapped = Tensor::<Flex, 4>::random([b, s, h, hd], Distribution::Normal(0.0, 1.0), &d)
+            .swap_dims(1, 2);
         let dy = Tensor::<Flex, 4>::random([b, h, s, hd], Distribution::Normal(0.0, 1.0), &d);
-        for cb in [1, b] {
+        for (x0, cb) in [
+            (&contiguous, 1),
+            (&contiguous, b),
+            (&swapped, 1),
+            (&swapped, b),
+        ] {
             let ang =
                 Tensor::<Flex, 4>::random([cb, 1, s, hd], Distribution::Uniform(-3.0, 3.0), &d);
             let (cos0, sin0) = (ang.clone().cos(), ang.sin());

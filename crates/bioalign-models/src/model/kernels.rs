@@ -56,13 +56,14 @@ fn wide_simd() -> bool {
 
 /// `e^x` to within 2 ulp over the normal range, branch-free so loops over it
 /// vectorize: Cody-Waite reduction by `ln 2` and a degree-6 polynomial on
-/// `[-ln2/2, ln2/2]` (the Cephes `expf` scheme). Arguments below -87.3 give the
-/// smallest normal number's neighbourhood (about `1e-38`) instead of a subnormal or
-/// zero, and above 88 give `e^88`; NaN stays NaN.
+/// `[-ln2/2, ln2/2]` (the Cephes `expf` scheme). Arguments below -87.3 give 0 (so a
+/// masked key's probability is exactly 0 and no subnormal numbers reach the
+/// products, which are slow on some CPUs), above 88 give `e^88`; NaN stays NaN.
 #[inline(always)]
 pub(crate) fn expf(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
-    let x = if x < -87.3 { -87.3 } else { x };
+    let underflow = x < -87.3;
+    let x = if underflow { -87.3 } else { x };
     let x = if x > 88.0 { 88.0 } else { x };
     let t = x * std::f32::consts::LOG2_E + MAGIC;
     let n = t - MAGIC;
@@ -75,7 +76,8 @@ pub(crate) fn expf(x: f32) -> f32 {
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     let e = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    y * f32::from_bits((e.wrapping_add(127) as u32) << 23)
+    let v = y * f32::from_bits((e.wrapping_add(127) as u32) << 23);
+    if underflow { 0.0 } else { v }
 }
 
 #[inline(always)]
@@ -406,6 +408,29 @@ fn par_out_rows<S>(
         .for_each_init(init, |sc, (row, o)| f(sc, row, o));
 }
 
+/// Panics unless `k` and `v` are `[b, kv, t, d]` with `kv` dividing `q`'s `h` and
+/// `bias` is `[b, h, s, t]` (or broadcast from size-1 dimensions): the kernels index
+/// by these shapes, and the AVX2 dot products read `d` values from every row.
+fn check_attention(q: &View<'_>, k: &View<'_>, v: &View<'_>, bias: &View<'_>) {
+    let [b, h, s, d] = q.dims;
+    let [kb, kv, t, kd] = k.dims;
+    assert!(
+        kb == b && kd == d && v.dims == k.dims && kv > 0 && h % kv == 0,
+        "attention shapes: q {:?}, k {:?}, v {:?}",
+        q.dims,
+        k.dims,
+        v.dims
+    );
+    let [bb, bh, bs, bt] = bias.dims;
+    assert!(
+        (bb == b || bb == 1) && (bh == h || bh == 1) && bs == s && bt == t,
+        "attention bias {:?} for q {:?}, k {:?}",
+        bias.dims,
+        q.dims,
+        k.dims
+    );
+}
+
 /// Grouped-query attention `softmax(q·kᵀ·scale + bias)·v` for `q` `[b, h, s, d]`,
 /// `k`, `v` `[b, kv, t, d]` (query head `hh` reads key/value head
 /// `hh / (h / kv)`) and `bias` `[b or 1, h or 1, s, t]`. `out` holds `[b, s, h, d]`.
@@ -417,9 +442,10 @@ pub(crate) fn attention_forward(
     scale: f32,
     out: &mut [f32],
 ) {
+    check_attention(&q, &k, &v, &bias);
     let [b, h, s, d] = q.dims;
     let t = k.dims[2];
-    debug_assert_eq!(out.len(), b * s * h * d);
+    assert_eq!(out.len(), b * s * h * d, "attention output length");
     par_out_rows(
         out,
         h * d,
@@ -469,10 +495,23 @@ pub(crate) fn attention_backward(
     dv: &mut [f32],
     mut dbias: Option<&mut [f32]>,
 ) {
+    check_attention(&q, &k, &v, &bias);
+    assert_eq!(dout.dims, q.dims, "attention output gradient shape");
     let [b, h, s, d] = q.dims;
     let (kv, t) = (k.dims[1], k.dims[2]);
+    assert!(
+        dq.len() == b * s * h * d && dk.len() == b * kv * t * d && dv.len() == dk.len(),
+        "attention gradient lengths"
+    );
+    assert!(
+        dbias.as_ref().is_none_or(|db| db.len() == b * h * s * t),
+        "bias gradient length"
+    );
     let group = h / kv;
-    if b * h * s * d == 0 {
+    if b * h * s * d * t == 0 {
+        dq.fill(0.0);
+        dk.fill(0.0);
+        dv.fill(0.0);
         return;
     }
     let want_bias = dbias.is_some();
@@ -597,7 +636,8 @@ mod tests {
         assert!(worst < 2.5 * f32::EPSILON, "worst relative error {worst}");
         assert_eq!(expf(0.0), 1.0);
         assert!(expf(f32::NAN).is_nan());
-        assert!(expf(-1.0e9) > 0.0 && expf(-1.0e9) < 1.0e-37);
+        assert_eq!(expf(-1.0e9), 0.0);
+        assert_eq!(expf(f32::NEG_INFINITY), 0.0);
         assert!(expf(1.0e9).is_finite());
     }
 

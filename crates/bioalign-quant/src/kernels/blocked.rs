@@ -29,9 +29,9 @@ const NB: usize = 1024;
 /// Rows of `x` per sweep over a block (packed, 135 KiB, in L2).
 const MB: usize = 120;
 
-/// The output, shared by the threads; each writes only its own columns.
+/// The output, shared by the threads; each writes only its own columns or rows.
 struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint elements (their own column ranges) and the
+// SAFETY: threads write disjoint elements (their own column or row ranges) and the
 // scope joins them before the buffer is used again.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -54,9 +54,7 @@ pub(super) fn gemm(
         return;
     }
     let panels = rows.div_ceil(NR);
-    let t = thread_count(threads, panels.min(m * rows * cols / (1 << 21) + 1));
-    let out = OutPtr(y.as_mut_ptr());
-    let out = &out;
+    let work = m * rows * cols / (1 << 21) + 1;
     // Threads split the output by columns (each packs all of `x` and its share of
     // `V`) or by rows (each packs its rows of `x` and all of `V`): whichever packs
     // less. Packing a value of `V` costs about twice one of `x` when it is
@@ -66,7 +64,15 @@ pub(super) fn gemm(
     } else {
         1
     };
-    let by_rows = t > 1 && m >= t * MR && m > rows * v_cost;
+    let t_rows = thread_count(threads, work.min(m / MR));
+    let by_rows = m > rows * v_cost && t_rows > 1;
+    let t = if by_rows {
+        t_rows
+    } else {
+        thread_count(threads, work.min(panels))
+    };
+    let out = OutPtr(y.as_mut_ptr());
+    let out = &out;
     let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
         let per = m.div_ceil(t).next_multiple_of(MR);
         (0..m)
