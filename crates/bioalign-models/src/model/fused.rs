@@ -16,6 +16,7 @@
 
 use std::any::Any;
 
+use super::kernels::{self, AttentionDims, View};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -28,13 +29,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor, Layout};
-use rayon::prelude::*;
-
-use super::kernels::{self, View};
-
-/// Elements per parallel task: below a few tens of thousands, handing work to
-/// the pool costs more than it saves.
-const GRAIN: usize = 1 << 15;
 
 /// `silu(g) · u` for `g`, `u` of the same shape.
 pub(crate) fn swiglu<B: Backend, const D: usize>(g: Tensor<B, D>, u: Tensor<B, D>) -> Tensor<B, D> {
@@ -179,7 +173,7 @@ fn swiglu_flex(g: &FloatTensor<Flex>, u: &FloatTensor<Flex>) -> FloatTensor<Flex
 
 fn rms_flex(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, eps: f32) -> FloatTensor<Flex> {
     let (x, w) = (contiguous(x.clone()), contiguous(w.clone()));
-    flex_tensor(rms_forward(slice(&x), slice(&w), eps), &x)
+    flex_tensor(kernels::rms_forward(slice(&x), slice(&w), eps), &x)
 }
 
 #[derive(Debug)]
@@ -222,67 +216,6 @@ fn swiglu_autodiff<C: CheckpointStrategy, const D: usize>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Rows of `x` (length `w.len()`) normalized and scaled.
-fn rms_forward(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let h = w.len();
-    let mut y = vec![0f32; x.len()];
-    let rows = (GRAIN / h.max(1)).max(1) * h;
-    y.par_chunks_mut(rows)
-        .zip(x.par_chunks(rows))
-        .for_each(|(y, x)| {
-            for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                let r = inv_rms(x, eps);
-                for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                    *y = x * r * w;
-                }
-            }
-        });
-    y
-}
-
-fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let ss: f32 = x.iter().map(|v| v * v).sum();
-    1.0 / (ss / x.len() as f32 + eps).sqrt()
-}
-
-/// `dx = r · (dy·w) - x · r³ · mean(dy·w·x)` per row, and (when asked)
-/// `dw = Σ_rows dy · x · r`.
-fn rms_backward(dy: &[f32], x: &[f32], w: &[f32], eps: f32, want_dw: bool) -> (Vec<f32>, Vec<f32>) {
-    let h = w.len();
-    let mut dx = vec![0f32; x.len()];
-    let rows = (GRAIN / h.max(1)).max(1) * h;
-    let partial: Vec<Vec<f32>> = dx
-        .par_chunks_mut(rows)
-        .zip(x.par_chunks(rows).zip(dy.par_chunks(rows)))
-        .map(|(dx, (x, dy))| {
-            let mut dw = if want_dw { vec![0f32; h] } else { vec![] };
-            for ((dx, x), dy) in dx
-                .chunks_exact_mut(h)
-                .zip(x.chunks_exact(h))
-                .zip(dy.chunks_exact(h))
-            {
-                let r = inv_rms(x, eps);
-                let dot: f32 = dy.iter().zip(w).zip(x).map(|((d, w), x)| d * w * x).sum();
-                let c = r * r * r * dot / h as f32;
-                for i in 0..h {
-                    dx[i] = r * dy[i] * w[i] - x[i] * c;
-                }
-                for (acc, (d, x)) in dw.iter_mut().zip(dy.iter().zip(x)) {
-                    *acc += d * x * r;
-                }
-            }
-            dw
-        })
-        .collect();
-    let mut dw = vec![0f32; if want_dw { h } else { 0 }];
-    for p in partial {
-        for (a, b) in dw.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
-    (dx, dw)
-}
-
 #[derive(Debug)]
 struct RmsNormBackward;
 
@@ -294,7 +227,7 @@ impl Backward<Flex, 2> for RmsNormBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let [px, pw] = ops.parents;
         let (dy, xc, wc) = (contiguous(dy), contiguous(x.clone()), contiguous(w.clone()));
-        let (dx, dw) = rms_backward(slice(&dy), slice(&xc), slice(&wc), eps, pw.is_some());
+        let (dx, dw) = kernels::rms_backward(slice(&dy), slice(&xc), slice(&wc), eps, pw.is_some());
         if let Some(n) = px {
             grads.register::<Flex>(n.id, flex_tensor(dx, &x));
         }
@@ -382,18 +315,21 @@ pub(crate) fn expand_kv<B: Backend>(kv: Tensor<B, 4>, heads: usize) -> Tensor<B,
         .reshape([b, heads, t, d])
 }
 
-/// `(b, h, kv, s, t, d)` when `q` `[b, h, s, d]`, `k` and `v` `[b, kv, t, d]` and the
-/// bias `[b, h, s, t]` fit the attention kernels (`kv` divides `h`).
+/// The sizes when `q` `[b, h, s, d]`, `k` and `v` `[b, kv, t, d]` and the bias fit
+/// the attention kernels, with at least one key and the bias already expanded to
+/// `[b, h, s, t]` (its gradient is registered at that shape).
 fn attention_shapes(
     q: [usize; 4],
     k: [usize; 4],
     v: [usize; 4],
     bias: [usize; 4],
-) -> Option<(usize, usize, usize, usize, usize, usize)> {
-    let [b, h, s, d] = q;
-    let [kb, kv, t, kd] = k;
-    (kb == b && kd == d && v == k && kv > 0 && t > 0 && h % kv == 0 && bias == [b, h, s, t])
-        .then_some((b, h, kv, s, t, d))
+) -> Option<AttentionDims> {
+    AttentionDims::of(q, k, v, bias).filter(|a| a.t > 0 && bias == [a.b, a.h, a.s, a.t])
+}
+
+/// The attention's softmax scale, `1/√d`.
+fn attention_scale(d: usize) -> f32 {
+    (1.0 / (d as f64).sqrt()) as f32
 }
 
 fn dims4(t: &FloatTensor<Flex>) -> [usize; 4] {
@@ -410,16 +346,16 @@ fn attention_flex(
     v: &FloatTensor<Flex>,
     bias: &FloatTensor<Flex>,
 ) -> Option<FloatTensor<Flex>> {
-    let (b, h, _, s, _, d) = attention_shapes(dims4(q), dims4(k), dims4(v), dims4(bias))?;
+    let AttentionDims { b, h, s, d, .. } =
+        attention_shapes(dims4(q), dims4(k), dims4(v), dims4(bias))?;
     let [q, k, v, bias] = [q, k, v, bias].map(|t| viewable(t.clone()));
     let mut out = vec![0f32; b * s * h * d];
-    let scale = (1.0 / (d as f64).sqrt()) as f32;
     kernels::attention_forward(
         view4(&q),
         view4(&k),
         view4(&v),
         view4(&bias),
-        scale,
+        attention_scale(d),
         &mut out,
     );
     Some(flex_bshd(out, [b, h, s, d]))
@@ -439,8 +375,9 @@ impl Backward<Flex, 4> for AttentionBackward {
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [q, k, v, bias] = ops.state.map(viewable);
         let d_out = viewable(grads.consume::<Flex>(&ops.node));
-        let (b, h, kv, s, t, d) = attention_shapes(dims4(&q), dims4(&k), dims4(&v), dims4(&bias))
-            .expect("checked when the op was recorded");
+        let AttentionDims { b, h, kv, s, t, d } =
+            attention_shapes(dims4(&q), dims4(&k), dims4(&v), dims4(&bias))
+                .expect("checked when the op was recorded");
         let [pq, pk, pv, pb] = ops.parents;
         let mut dq = vec![0f32; b * s * h * d];
         let mut dk = vec![0f32; b * kv * t * d];
@@ -452,7 +389,7 @@ impl Backward<Flex, 4> for AttentionBackward {
             view4(&v),
             view4(&bias),
             view4(&d_out),
-            (1.0 / (d as f64).sqrt()) as f32,
+            attention_scale(d),
             &mut dq,
             &mut dk,
             &mut dv,

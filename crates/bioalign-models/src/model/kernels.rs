@@ -11,6 +11,14 @@
 
 use rayon::prelude::*;
 
+/// Elements per parallel task of the row-wise kernels (RMSNorm): below a few tens
+/// of thousands, handing work to the pool costs more than it saves.
+const GRAIN: usize = 1 << 15;
+
+/// Elements per parallel task of SwiGLU: half of [`GRAIN`], so that a training
+/// micro-batch (a few hundred thousand values) still splits evenly over the cores.
+const SWIGLU_GRAIN: usize = 1 << 14;
+
 /// Rows per parallel task at least: below this, handing work to the pool costs more
 /// than it saves.
 const MIN_ROWS: usize = 4;
@@ -87,7 +95,7 @@ fn sigmoid(g: f32) -> f32 {
 
 /// `y = silu(g) · u`.
 pub(crate) fn swiglu_forward(g: &[f32], u: &[f32], y: &mut [f32]) {
-    par_rows(y, 1 << 14, |start, y| {
+    par_rows(y, SWIGLU_GRAIN, |start, y| {
         let (g, u) = (&g[start..start + y.len()], &u[start..start + y.len()]);
         multiversion!({
             for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
@@ -99,7 +107,7 @@ pub(crate) fn swiglu_forward(g: &[f32], u: &[f32], y: &mut [f32]) {
 
 /// `dg = dy · u · s · (1 + g · (1 - s))`, `du = dy · g · s` with `s = sigmoid(g)`.
 pub(crate) fn swiglu_backward(dy: &[f32], g: &[f32], u: &[f32], dg: &mut [f32], du: &mut [f32]) {
-    let grain = 1 << 14;
+    let grain = SWIGLU_GRAIN;
     dg.par_chunks_mut(grain)
         .zip(du.par_chunks_mut(grain))
         .enumerate()
@@ -125,6 +133,73 @@ fn par_rows(out: &mut [f32], grain: usize, f: impl Fn(usize, &mut [f32]) + Sync)
     out.par_chunks_mut(grain)
         .enumerate()
         .for_each(|(c, o)| f(c * grain, o));
+}
+
+/// Rows of `x` (length `w.len()`) normalized and scaled.
+pub(crate) fn rms_forward(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let h = w.len();
+    let mut y = vec![0f32; x.len()];
+    let rows = (GRAIN / h.max(1)).max(1) * h;
+    y.par_chunks_mut(rows)
+        .zip(x.par_chunks(rows))
+        .for_each(|(y, x)| {
+            for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                let r = inv_rms(x, eps);
+                for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                    *y = x * r * w;
+                }
+            }
+        });
+    y
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ss: f32 = x.iter().map(|v| v * v).sum();
+    1.0 / (ss / x.len() as f32 + eps).sqrt()
+}
+
+/// `dx = r · (dy·w) - x · r³ · mean(dy·w·x)` per row, and (when asked)
+/// `dw = Σ_rows dy · x · r`.
+pub(crate) fn rms_backward(
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    want_dw: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let h = w.len();
+    let mut dx = vec![0f32; x.len()];
+    let rows = (GRAIN / h.max(1)).max(1) * h;
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(rows)
+        .zip(x.par_chunks(rows).zip(dy.par_chunks(rows)))
+        .map(|(dx, (x, dy))| {
+            let mut dw = if want_dw { vec![0f32; h] } else { vec![] };
+            for ((dx, x), dy) in dx
+                .chunks_exact_mut(h)
+                .zip(x.chunks_exact(h))
+                .zip(dy.chunks_exact(h))
+            {
+                let r = inv_rms(x, eps);
+                let dot: f32 = dy.iter().zip(w).zip(x).map(|((d, w), x)| d * w * x).sum();
+                let c = r * r * r * dot / h as f32;
+                for i in 0..h {
+                    dx[i] = r * dy[i] * w[i] - x[i] * c;
+                }
+                for (acc, (d, x)) in dw.iter_mut().zip(dy.iter().zip(x)) {
+                    *acc += d * x * r;
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; if want_dw { h } else { 0 }];
+    for p in partial {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    (dx, dw)
 }
 
 /// A 4-D f32 view `[d0, d1, d2, d3]` with non-negative strides and a contiguous
@@ -408,27 +483,46 @@ fn par_out_rows<S>(
         .for_each_init(init, |sc, (row, o)| f(sc, row, o));
 }
 
-/// Panics unless `k` and `v` are `[b, kv, t, d]` with `kv` dividing `q`'s `h` and
-/// `bias` is `[b, h, s, t]` (or broadcast from size-1 dimensions): the kernels index
-/// by these shapes, and the AVX2 dot products read `d` values from every row.
-fn check_attention(q: &View<'_>, k: &View<'_>, v: &View<'_>, bias: &View<'_>) {
-    let [b, h, s, d] = q.dims;
-    let [kb, kv, t, kd] = k.dims;
-    assert!(
-        kb == b && kd == d && v.dims == k.dims && kv > 0 && h % kv == 0,
-        "attention shapes: q {:?}, k {:?}, v {:?}",
-        q.dims,
-        k.dims,
-        v.dims
-    );
-    let [bb, bh, bs, bt] = bias.dims;
-    assert!(
-        (bb == b || bb == 1) && (bh == h || bh == 1) && bs == s && bt == t,
-        "attention bias {:?} for q {:?}, k {:?}",
-        bias.dims,
-        q.dims,
-        k.dims
-    );
+/// The sizes of an attention problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AttentionDims {
+    pub b: usize,
+    pub h: usize,
+    pub kv: usize,
+    pub s: usize,
+    pub t: usize,
+    pub d: usize,
+}
+
+impl AttentionDims {
+    /// The sizes when `k` and `v` are `[b, kv, t, d]` with `kv` dividing `q`'s `h`
+    /// and `bias` is `[b, h, s, t]` or broadcast from size-1 dimensions (the shapes
+    /// the kernels index by; the AVX2 dot products read `d` values from every row).
+    pub fn of(q: [usize; 4], k: [usize; 4], v: [usize; 4], bias: [usize; 4]) -> Option<Self> {
+        let [b, h, s, d] = q;
+        let [kb, kv, t, kd] = k;
+        let [bb, bh, bs, bt] = bias;
+        (kb == b
+            && kd == d
+            && v == k
+            && kv > 0
+            && h % kv == 0
+            && (bb == b || bb == 1)
+            && (bh == h || bh == 1)
+            && bs == s
+            && bt == t)
+            .then_some(Self { b, h, kv, s, t, d })
+    }
+
+    /// [`Self::of`] the views, or a panic naming the shapes.
+    fn check(q: &View<'_>, k: &View<'_>, v: &View<'_>, bias: &View<'_>) -> Self {
+        Self::of(q.dims, k.dims, v.dims, bias.dims).unwrap_or_else(|| {
+            panic!(
+                "attention shapes: q {:?}, k {:?}, v {:?}, bias {:?}",
+                q.dims, k.dims, v.dims, bias.dims
+            )
+        })
+    }
 }
 
 /// Grouped-query attention `softmax(q·kᵀ·scale + bias)·v` for `q` `[b, h, s, d]`,
@@ -442,9 +536,7 @@ pub(crate) fn attention_forward(
     scale: f32,
     out: &mut [f32],
 ) {
-    check_attention(&q, &k, &v, &bias);
-    let [b, h, s, d] = q.dims;
-    let t = k.dims[2];
+    let AttentionDims { b, h, s, t, d, .. } = AttentionDims::check(&q, &k, &v, &bias);
     assert_eq!(out.len(), b * s * h * d, "attention output length");
     par_out_rows(
         out,
@@ -495,10 +587,8 @@ pub(crate) fn attention_backward(
     dv: &mut [f32],
     mut dbias: Option<&mut [f32]>,
 ) {
-    check_attention(&q, &k, &v, &bias);
+    let AttentionDims { b, h, kv, s, t, d } = AttentionDims::check(&q, &k, &v, &bias);
     assert_eq!(dout.dims, q.dims, "attention output gradient shape");
-    let [b, h, s, d] = q.dims;
-    let (kv, t) = (k.dims[1], k.dims[2]);
     assert!(
         dq.len() == b * s * h * d && dk.len() == b * kv * t * d && dv.len() == dk.len(),
         "attention gradient lengths"
