@@ -1,5 +1,5 @@
-//! The decoder on a CubeCL backend (feature `wgpu`): the code that `--features cuda`
-//! runs on burn-cuda, here on burn-wgpu. In CI the device is Mesa's software Vulkan
+//! The decoder on a CubeCL backend: burn-cuda with feature `cuda` (an NVIDIA GPU),
+//! else burn-wgpu with feature `wgpu`. In CI the device is Mesa's software Vulkan
 //! (lavapipe, installed by `.ci/run`), so these run without a GPU.
 //!
 //! Dense: the tiny random Llama / Mistral / Phi-3 fixtures against transformers'
@@ -7,41 +7,55 @@
 //! does on the CPU. NF4: `load_in_4bit` on the device against the CPU's NF4 model
 //! (bioalign-quant's CubeCL dequantization kernel against its CPU kernel), then a
 //! greedy continuation through the KV cache.
-#![cfg(feature = "wgpu")]
+#![cfg(any(feature = "cuda", feature = "wgpu"))]
 
 mod common;
 
 use bioalign_models::generate::{GenerateOptions, Sampling};
 use bioalign_models::model::Logits;
-use bioalign_models::{
-    Cpu, CpuDevice, LoadOptions, Result, Wgpu, WgpuDevice, load_pretrained_with,
-};
+use bioalign_models::{Cpu, CpuDevice, LoadOptions, Result, load_pretrained_with};
+
+#[cfg(feature = "cuda")]
+use bioalign_models::{Cuda as Gpu, CudaDevice as GpuDevice};
+#[cfg(not(feature = "cuda"))]
+use bioalign_models::{Wgpu as Gpu, WgpuDevice as GpuDevice};
+
+/// How far the device's logits and hidden states may be from transformers' (f32, CPU).
+/// burn-cuda's tensor-core matmuls round f32 operands to TF32 (10-bit mantissa; cubek-matmul
+/// 0.2 `adjust_dtypes`, with no switch), as PyTorch does under `allow_tf32`: measured on an
+/// H200, the tiny models' logits moved by up to 2.2e-2 (Phi-3) where the CPU gives 1e-4.
+/// A wrong mask, rotary table or head split moves them by far more (the tiny models'
+/// logits span several units). wgpu multiplies in f32.
+#[cfg(feature = "cuda")]
+const TOL: f32 = 5e-2;
+#[cfg(not(feature = "cuda"))]
+const TOL: f32 = 1e-4;
 
 fn parity_on_device(name: &str) -> Result<()> {
-    common::parity_on::<Wgpu>(name, &WgpuDevice::default())
+    common::parity_on::<Gpu>(name, &GpuDevice::default(), TOL)
 }
 
 #[test]
-fn tiny_llama_on_wgpu_matches_transformers() -> Result<()> {
+fn tiny_llama_on_device_matches_transformers() -> Result<()> {
     parity_on_device("llama")
 }
 
 #[test]
-fn tiny_mistral_on_wgpu_matches_transformers() -> Result<()> {
+fn tiny_mistral_on_device_matches_transformers() -> Result<()> {
     parity_on_device("mistral")
 }
 
 #[test]
-fn tiny_phi3_on_wgpu_matches_transformers() -> Result<()> {
+fn tiny_phi3_on_device_matches_transformers() -> Result<()> {
     parity_on_device("phi3")
 }
 
 #[test]
-fn nf4_model_on_wgpu_matches_the_cpu_nf4_model() -> Result<()> {
+fn nf4_model_on_device_matches_the_cpu_nf4_model() -> Result<()> {
     let dir = common::fixtures().join("tiny/llama");
     let opts = LoadOptions { load_in_4bit: true };
     let cpu = load_pretrained_with::<Cpu>(&dir, &CpuDevice::default(), opts)?.model;
-    let gpu = load_pretrained_with::<Wgpu>(&dir, &WgpuDevice::default(), opts)?.model;
+    let gpu = load_pretrained_with::<Gpu>(&dir, &GpuDevice::default(), opts)?.model;
     let layers = gpu.model.layers.len();
     let nf4 = gpu
         .model
@@ -58,8 +72,8 @@ fn nf4_model_on_wgpu_matches_the_cpu_nf4_model() -> Result<()> {
     let a = a.logits.unwrap().into_data().to_vec::<f32>().unwrap();
     let b = b.logits.unwrap().into_data().to_vec::<f32>().unwrap();
     let d = common::max_abs_diff(&a, &b);
-    println!("NF4 tiny llama, wgpu vs CPU: logits max diff {d:e}");
-    assert!(d <= 1e-4, "NF4 logits differ by {d}");
+    println!("NF4 tiny llama, device vs CPU: logits max diff {d:e}");
+    assert!(d <= TOL, "NF4 logits differ by {d}");
 
     // Greedy generation with the KV cache: the same tokens on both.
     let opts = GenerateOptions {

@@ -9,7 +9,7 @@ use bioalign_models::{Cpu, CpuDevice, Result, load_pretrained};
 use common::{case, masked_diff};
 
 fn run(name: &str) -> Result<()> {
-    common::parity_on::<Cpu>(name, &CpuDevice::default())
+    common::parity_on::<Cpu>(name, &CpuDevice::default(), 1e-4)
 }
 
 #[test]

@@ -1,9 +1,9 @@
-//! `evaluate` and `finetune` with `device: wgpu` (feature `wgpu`) against the same runs
-//! on the CPU: the generic code that `--device cuda` runs on burn-cuda, on a CubeCL
-//! backend. In CI the device is Mesa's software Vulkan (lavapipe, installed by
+//! `evaluate` and `finetune` on a CubeCL device (`cuda` with feature `cuda`, else
+//! `wgpu` with feature `wgpu`) against the same runs on the CPU: the generic code that
+//! `--device cuda` runs on burn-cuda. In CI the device is Mesa's software Vulkan (lavapipe, installed by
 //! `.ci/run`). SmolLM2-135M-Instruct with an NF4 base (bioalign-quant's CubeCL
 //! dequantization kernel) and rows of the reference's test split.
-#![cfg(feature = "wgpu")]
+#![cfg(any(feature = "cuda", feature = "wgpu"))]
 
 mod common;
 
@@ -16,6 +16,11 @@ use bioalign_study::finetune::files;
 use bioalign_study::output::{Prediction, read_predictions};
 use bioalign_study::{EvaluateConfig, FinetuneConfig, NoProgress, Result, evaluate, finetune};
 
+#[cfg(feature = "cuda")]
+const GPU: DeviceChoice = DeviceChoice::Cuda(0);
+#[cfg(not(feature = "cuda"))]
+const GPU: DeviceChoice = DeviceChoice::Wgpu;
+
 fn losses(dir: &Path) -> Vec<f64> {
     let log = std::fs::read_to_string(dir.join(files::TRAIN_LOG)).expect("train_log.csv");
     log.lines()
@@ -25,7 +30,7 @@ fn losses(dir: &Path) -> Vec<f64> {
 }
 
 #[test]
-fn evaluate_and_finetune_on_wgpu_match_the_cpu() -> Result<()> {
+fn evaluate_and_finetune_on_the_device_match_the_cpu() -> Result<()> {
     let Some((model, csv)) = common::smollm2_and_test_pairs() else {
         return Ok(());
     };
@@ -60,13 +65,13 @@ fn evaluate_and_finetune_on_wgpu_match_the_cpu() -> Result<()> {
         read_predictions(&out.join(eval_files::PREDICTIONS))
     };
     let cpu = eval(DeviceChoice::Cpu, "eval-cpu")?;
-    let gpu = eval(DeviceChoice::Wgpu, "eval-wgpu")?;
+    let gpu = eval(GPU, "eval-device")?;
     assert_eq!(cpu.len(), 12);
     for (c, g) in cpu.iter().zip(&gpu) {
         assert_eq!((c.row, &c.answer), (g.row, &g.answer), "row {}", c.row);
         assert!(
             (c.score - g.score).abs() < 1e-3,
-            "row {}: score {} on the CPU, {} on wgpu",
+            "row {}: score {} on the CPU, {} on {GPU}",
             c.row,
             c.score,
             g.score
@@ -99,8 +104,8 @@ fn evaluate_and_finetune_on_wgpu_match_the_cpu() -> Result<()> {
         Ok((losses(&out), held_out))
     };
     let (cpu_loss, cpu_eval) = tune(DeviceChoice::Cpu, "tune-cpu")?;
-    let (gpu_loss, gpu_eval) = tune(DeviceChoice::Wgpu, "tune-wgpu")?;
-    println!("losses: CPU {cpu_loss:?} / {cpu_eval:?}, wgpu {gpu_loss:?} / {gpu_eval:?}");
+    let (gpu_loss, gpu_eval) = tune(GPU, "tune-device")?;
+    println!("losses: CPU {cpu_loss:?} / {cpu_eval:?}, {GPU} {gpu_loss:?} / {gpu_eval:?}");
     assert_eq!(cpu_loss.len(), 2);
     for (c, g) in cpu_loss.iter().zip(&gpu_loss) {
         assert!((c - g).abs() < 1e-3 * c.abs().max(1.0), "{c} vs {g}");
