@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--base", choices=["nf4", "f32"], default="nf4")
     ap.add_argument("--optim", choices=["adamw8bit", "adamw"], default="adamw8bit")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu or cuda (with --base f32 --optim adamw, bitsandbytes is not needed)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--convert-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -101,7 +103,9 @@ def main() -> None:
 
     import pandas as pd
     import torch
-    import bitsandbytes as bnb
+    bnb = None
+    if a.base == "nf4" or a.optim == "adamw8bit":
+        import bitsandbytes as bnb
     import peft
     import transformers
     from peft import LoraConfig, get_peft_model
@@ -110,6 +114,11 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     random.seed(a.seed)
 
     t_load = time.perf_counter()
@@ -120,10 +129,10 @@ def main() -> None:
                                bnb_4bit_compute_dtype=torch.float32,
                                bnb_4bit_quant_storage=torch.uint8)
         model = AutoModelForCausalLM.from_pretrained(a.hf_dir, quantization_config=q,
-                                                     device_map="cpu", dtype=torch.float32)
+                                                     device_map=a.device, dtype=torch.float32)
         assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     else:
-        model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32).to(dev)
     lcfg = LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, bias="none",
                       target_modules=TARGETS, task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
@@ -173,19 +182,21 @@ def main() -> None:
     train_s = 0.0
     total_tokens = 0
     for step in range(1, a.steps + 1):
+        sync()
         t0 = time.perf_counter()
         tokens = 0
         loss_sum = 0.0
         for _ in range(a.grad_accum):
             ids, mask, labels, n = collate(next(it))
             tokens += n
-            out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev))
             (out.loss / a.grad_accum).backward()
             loss_sum += out.loss.item()
         gn = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         dt = time.perf_counter() - t0
         train_s += dt
         total_tokens += tokens
@@ -197,7 +208,9 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({
         "stack": f"torch {torch.__version__} + transformers {transformers.__version__} + "
-                 f"peft {peft.__version__} + bitsandbytes {bnb.__version__}",
+                 f"peft {peft.__version__}" + (f" + bitsandbytes {bnb.__version__}" if bnb else ""),
+        "device": a.device,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
         "base": "bitsandbytes NF4 (double quant, compute f32)" if a.base == "nf4" else "dense f32",
         "optimizer": "bitsandbytes AdamW8bit" if a.optim == "adamw8bit" else "torch AdamW",
         "loss": a.loss, "threads": a.threads, "steps": a.steps, "batch": a.batch,
