@@ -108,6 +108,25 @@ impl TsneConfig {
         }
         Ok(())
     }
+
+    /// This configuration with the perplexity lowered, where needed, to the largest that
+    /// `rows` rows allow (`rows - 1 >= 3 * perplexity`, at least 1): a small sample
+    /// still gets a projection. `rows` under 4 allow none; the perplexity stays and
+    /// [`tsne`] says so.
+    ///
+    /// ```
+    /// use bioalign_metrics::TsneConfig;
+    /// assert_eq!(TsneConfig::default().for_rows(400).perplexity, 30.0);
+    /// assert_eq!(TsneConfig::default().for_rows(16).perplexity, 5.0);
+    /// ```
+    pub fn for_rows(&self, rows: usize) -> Self {
+        let allowed = (rows.saturating_sub(1) / 3) as f64;
+        let mut out = self.clone();
+        if allowed >= 1.0 && out.perplexity > allowed {
+            out.perplexity = allowed;
+        }
+        out
+    }
 }
 
 /// Embeds `x` (`[n, d]`) in `cfg.n_components` dimensions with t-SNE.

@@ -285,10 +285,7 @@ fn write_stages(path: &Path, s: &StagesFile) -> Result<()> {
 /// (t-SNE needs `rows - 1 >= 3 * perplexity`); cross-validation from 50 rows up.
 fn suite_for(rows: usize, boot: &BootstrapConfig) -> (SuiteConfig, TsneConfig, usize) {
     let m = rows.min(400);
-    let tsne = TsneConfig {
-        perplexity: 30f64.min(((m - 1) / 3) as f64).max(1.0),
-        ..TsneConfig::default()
-    };
+    let tsne = TsneConfig::default().for_rows(m);
     let suite = SuiteConfig {
         cross_validate: rows >= 50,
         tsne: tsne.clone(),
