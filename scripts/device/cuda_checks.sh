@@ -8,9 +8,11 @@
 # 2. models_bench on burn-cuda beside transformers on the same GPU, on SmolLM2-135M-shaped
 #    random weights (the real file is larger than what travels to that machine);
 # 3. evaluate on the CPU and on CUDA (same rows, same model), compared row by row;
-# 4. finetune on CUDA (dense and NF4 base) beside PyTorch + PEFT on the same GPU.
+# 4. finetune on CUDA (dense and NF4 base) beside PyTorch + PEFT on the same GPU;
+# 5. reproduce end to end on CUDA (data preparation from the CTD file, base evaluation,
+#    two QLoRA fine-tunings, fine-tuned evaluation, report) on a small configuration.
 # Every step has its own time limit, so one hang does not eat the machine's time.
-# STEPS="tests bench evaluate finetune" picks parts (default: all).
+# STEPS="tests bench evaluate finetune reproduce" picks parts (default: all).
 set -uo pipefail
 OUT=${OUT:-/tmp/cuda-checks}
 mkdir -p "$OUT"
@@ -35,7 +37,10 @@ export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 export RUST_BACKTRACE=1
 BIN=/tmp/devbin
 mkdir -p $BIN
-for f in .devbin/*.xz; do xz -dc -T0 "$f" >"$BIN/$(basename "$f" .xz)"; done
+for f in .devbin/*.xz; do
+  [ -e "$f" ] || continue
+  xz -dc -T0 "$f" >"$BIN/$(basename "$f" .xz)"
+done
 chmod +x $BIN/*
 ls -la $BIN
 
@@ -97,5 +102,14 @@ lim 150 $BIN/finetune --model $M --data .devdata/rows.csv --out /tmp/ft-nf4 --ma
 tail -3 /tmp/ft-nf4/train_log.csv
 cp /tmp/ft-dense/train_log.csv "$OUT/train_log_dense.csv" 2>/dev/null
 cp /tmp/ft-nf4/train_log.csv "$OUT/train_log_nf4.csv" 2>/dev/null
+fi
+if want reproduce; then
+step "reproduce on burn-cuda: 20 steps per fine-tuning, 96 rows per evaluation"
+lim 360 $BIN/reproduce --model $M --ctd .devdata/CTD_curated_genes_diseases.csv --steps 20 \
+  --sample 96 --resamples 100 --silhouette-permutations 3 --eval-rows 16 --device cuda \
+  --out /tmp/repro
+ls -la /tmp/repro
+for f in report.md report.json; do cp "/tmp/repro/$f" "$OUT/" 2>/dev/null; done
+sed -n 1,60p /tmp/repro/report.md
 fi
 step "done"
