@@ -25,7 +25,8 @@ pub struct SuiteConfig {
     pub probe: ProbeConfig,
     /// Also run stratified k-fold cross-validation of the probe.
     pub cross_validate: bool,
-    /// t-SNE settings.
+    /// t-SNE settings. A perplexity too large for the projected rows is lowered to
+    /// what they allow ([`TsneConfig::for_rows`]); the report says which was used.
     pub tsne: TsneConfig,
     /// Rows projected (the first ones; reference: 400). Capped at `n`.
     pub projection_rows: usize,
@@ -126,6 +127,11 @@ pub struct SuiteReport {
     pub silhouette: Option<Silhouette>,
     /// Rows projected.
     pub projection_rows: usize,
+    /// The t-SNE perplexity used: the configured one, lowered where the projected rows
+    /// are too few for it (`rows - 1 >= 3 * perplexity`). `None` in reports written
+    /// before this field.
+    #[serde(default)]
+    pub tsne_perplexity: Option<f64>,
     /// Silhouette (Euclidean) of the labels on the t-SNE projection, the reference's measure.
     pub silhouette_tsne: f64,
     /// Its interval (bootstrap over projected rows).
@@ -155,7 +161,7 @@ fn projection_part(
     labels: &[usize],
     cfg: &SuiteConfig,
 ) -> Result<ProjectionPart> {
-    let t = tsne(x, &cfg.tsne)?;
+    let t = tsne(x, &cfg.tsne.for_rows(x.nrows()))?;
     let dist = euclidean_distances(t.view());
     let all: Vec<usize> = (0..labels.len()).collect();
     let silhouette_tsne = silhouette_of_rows(dist.view(), labels, &all)?;
@@ -295,6 +301,7 @@ pub fn evaluate(
         probe_cv,
         silhouette,
         projection_rows: m,
+        tsne_perplexity: Some(cfg.tsne.for_rows(m).perplexity),
         silhouette_tsne: projection.silhouette_tsne,
         silhouette_tsne_ci: projection.silhouette_tsne_ci,
         silhouette_pca: projection.silhouette_pca,

@@ -131,6 +131,7 @@ fn suite_report_is_consistent_with_the_single_measures() -> TestResult {
     );
     assert_eq!(r.silhouette, Some(silhouette_both(x.view(), &labels)?));
     assert_eq!(r.projection_rows, 400);
+    assert_eq!(r.tsne_perplexity, Some(30.0));
     assert_eq!(r.tsne.len(), 400);
     let t = tsne(x.slice(ndarray::s![..400, ..]), &cfg.tsne)?;
     let want = silhouette_score_f64(t.view(), &labels[..400], Distance::Euclidean)?;
@@ -144,5 +145,36 @@ fn suite_report_is_consistent_with_the_single_measures() -> TestResult {
     let json = serde_json::to_string(&r.kg_separation)?;
     let back: KgSeparation = serde_json::from_str(&json)?;
     assert_eq!(back, r.kg_separation);
+    Ok(())
+}
+
+/// Fewer projected rows than the perplexity needs (30 needs 91): the suite projects at
+/// the largest perplexity they allow, as `tsne` would with that setting, and says so.
+#[test]
+fn suite_lowers_the_perplexity_for_few_projected_rows() -> TestResult {
+    let (x, labels) = fixture()?;
+    let cfg = SuiteConfig {
+        tsne: TsneConfig {
+            max_iter: 250,
+            ..TsneConfig::default()
+        },
+        projection_rows: 40,
+        cross_validate: false,
+        bootstrap: None,
+        ..SuiteConfig::default()
+    };
+    let r = evaluate(x.view(), &labels, &cfg)?;
+    assert_eq!(r.tsne_perplexity, Some(13.0), "(40 - 1) / 3");
+    let lowered = TsneConfig {
+        perplexity: 13.0,
+        ..cfg.tsne.clone()
+    };
+    let t = tsne(x.slice(ndarray::s![..40, ..]), &lowered)?;
+    let want = silhouette_score_f64(t.view(), &labels[..40], Distance::Euclidean)?;
+    assert!(
+        (r.silhouette_tsne - want).abs() < 1e-12,
+        "{} vs {want}",
+        r.silhouette_tsne
+    );
     Ok(())
 }

@@ -207,11 +207,6 @@ pub struct MetricsJson {
     pub zero_shot: ZeroShotScores,
     /// The metric suite on the last hidden state.
     pub embeddings: SuiteReport,
-    /// The t-SNE perplexity the projection used: the configured one, lowered where the
-    /// sample has too few rows for it (`rows - 1 >= 3 * perplexity`). Absent in files
-    /// written before this field.
-    #[serde(default)]
-    pub tsne_perplexity: Option<f64>,
     /// KG separation, probe and silhouette per layer (`--layers all`).
     pub layer_profile: Option<Vec<LayerMeasures>>,
     /// Link prediction and RSA of entity centroids.
@@ -430,21 +425,7 @@ pub fn evaluate_on<B: Backend>(
     let last = layers
         .last()
         .ok_or_else(|| invalid("embeddings", "no layer", "at least one layer"))?;
-    // A sample smaller than t-SNE's perplexity allows is projected at a lower one.
-    let mut suite_cfg = cfg.suite.clone();
-    suite_cfg.tsne = cfg
-        .suite
-        .tsne
-        .for_rows(cfg.suite.projection_rows.min(labels.len()));
-    if suite_cfg.tsne.perplexity != cfg.suite.tsne.perplexity {
-        eprintln!(
-            "note: {} rows: t-SNE perplexity lowered from {} to {}",
-            labels.len(),
-            cfg.suite.tsne.perplexity,
-            suite_cfg.tsne.perplexity
-        );
-    }
-    let suite = bioalign_metrics::evaluate(last.view(), &labels, &suite_cfg)?;
+    let suite = bioalign_metrics::evaluate(last.view(), &labels, &cfg.suite)?;
     let layer_profile = if layers.len() > 1 {
         let views: Vec<_> = layers.iter().map(|l| l.view()).collect();
         let stacked: Array3<f32> =
@@ -502,7 +483,6 @@ pub fn evaluate_on<B: Backend>(
         layers: layers_name(cfg.layers).to_string(),
         zero_shot,
         embeddings: suite,
-        tsne_perplexity: Some(suite_cfg.tsne.perplexity),
         layer_profile,
         kg_alignment: kg,
         timings: t,

@@ -30,7 +30,7 @@ fn small_config(model: PathBuf, data: PathBuf) -> EvaluateConfig {
     cfg.suite = SuiteConfig {
         cross_validate: false,
         projection_rows: 24,
-        // The default perplexity (30) is too large for 24 rows: evaluate lowers it.
+        // The default perplexity (30) is too large for 24 rows: the suite lowers it.
         tsne: TsneConfig {
             max_iter: 250,
             ..TsneConfig::default()
@@ -57,7 +57,7 @@ fn evaluate_writes_every_artefact_and_rules_match_direct_computation() -> Result
     let parsed: MetricsJson = serde_json::from_slice(&bytes).expect("metrics.json parses");
     assert_eq!(parsed.n_rows, 24);
     assert_eq!(
-        parsed.tsne_perplexity,
+        parsed.embeddings.tsne_perplexity,
         Some(7.0),
         "(24 - 1) / 3 rounded down"
     );

@@ -144,7 +144,6 @@ fn write_eval_folder(
             n_answers_neither: 0,
         },
         embeddings: bioalign_metrics::evaluate(x.view(), &labels, &suite).unwrap(),
-        tsne_perplexity: Some(suite.tsne.perplexity),
         layer_profile: None,
         kg_alignment: bioalign_study::kg::kg_alignment(x.view(), &g, &d, &labels, 100).unwrap(),
         timings: Timings::default(),
