@@ -32,6 +32,34 @@ def bench(fn, reps):
     return statistics.median(ts)
 
 
+def decode_step():
+    """The 210 batch-1 projections of one SmolLM2-135M decoding step, each on its
+    own weight (benches/quant.rs `decode_step`): torch's f32 GEMV, and
+    bitsandbytes' `matmul_4bit` on the NF4 weights."""
+    hidden, kv, inter = 576, 192, 1536
+    shapes = [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden),
+              (inter, hidden), (inter, hidden), (hidden, inter)] * 30
+    ws = [torch.randn(r, c) * 0.02 for r, c in shapes]
+    x = torch.randn(1, inter)
+    flops = sum(2 * r * c for r, c in shapes)
+
+    def f32():
+        for w in ws:
+            x[:, : w.shape[1]] @ w.T
+
+    t = bench(f32, 10)
+    print(f"decode_step_f32_torch smollm2_135m {t:.6f} s {flops / t / 1e9:.2f} GFLOP/s")
+    qs = [F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True) for w in ws]
+    del ws
+
+    def nf4():
+        for (p, st) in qs:
+            bnb.matmul_4bit(x[:, : st.shape[1]], p.t(), quant_state=st)
+
+    t = bench(nf4, 10)
+    print(f"decode_step_nf4_bnb smollm2_135m {t:.6f} s {flops / t / 1e9:.2f} GFLOP/s")
+
+
 def main():
     print(f"# bitsandbytes {bnb.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}")
@@ -54,6 +82,7 @@ def main():
             t = bench(lambda: x @ w.T, 3 if m == 512 and big else 20)
             name = "gemv" if m == 1 else "gemm512"
             print(f"{name}_f32_torch {label} {t:.6f} s {2 * m * n / t / 1e9:.2f} GFLOP/s")
+    decode_step()
     src = torch.ones(64 << 20, dtype=torch.uint8)
     dst = torch.empty_like(src)
     t = bench(lambda: dst.copy_(src), 10)

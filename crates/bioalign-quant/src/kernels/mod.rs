@@ -6,9 +6,10 @@
 //! other caller) can hand in its buffers. The SIMD path is picked at run time
 //! ([`Isa::detect`]: AVX-512F, else AVX2+FMA, else scalar); the scalar path is
 //! the reference the SIMD paths are tested against. Work is split over output
-//! rows with `std::thread::scope`.
+//! rows on rayon's pool (`dispatch`).
 
 mod blocked;
+mod dispatch;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -17,6 +18,8 @@ mod x86;
 pub(crate) use x86::{abs_max_bits, quantize_codes};
 
 use half::bf16;
+
+pub(crate) use dispatch::par_chunks_mut;
 
 use crate::blockwise::check_lengths;
 use crate::codebook::{BlockSize, QuantType};
@@ -70,33 +73,6 @@ impl Isa {
     fn checked(self) -> Isa {
         if self.available() { self } else { Isa::Scalar }
     }
-}
-
-/// Runs `f(index, chunk)` over `out.chunks_mut(chunk)`: the first chunk on the
-/// calling thread, the others on rayon's pool (the one burn-flex uses, so
-/// the two never oversubscribe the cores). Handing a job to a parked pool
-/// thread costs a few µs where spawning a thread cost about 70 µs on the
-/// 2-core machines, as much as a whole small product.
-pub(crate) fn par_chunks_mut<T: Send>(
-    out: &mut [T],
-    chunk: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
-) {
-    let mut it = out.chunks_mut(chunk.max(1)).enumerate();
-    let Some((i0, first)) = it.next() else {
-        return;
-    };
-    if it.len() == 0 {
-        f(i0, first);
-        return;
-    }
-    rayon::in_place_scope(|s| {
-        for (i, c) in it {
-            let f = &f;
-            s.spawn(move |_| f(i, c));
-        }
-        f(i0, first);
-    });
 }
 
 /// Threads to use: `requested` (0 = all cores), at most `work_items`.
