@@ -114,7 +114,7 @@ pub(crate) fn par_chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(
     // Every chunk is claimed; wait for those still running elsewhere.
     let mut spins = 0u32;
     while shared.done.load(Ordering::Acquire) < chunks {
-        if spins < 1 << 16 {
+        if spins < 1 << 12 {
             std::hint::spin_loop();
             spins += 1;
         } else {
