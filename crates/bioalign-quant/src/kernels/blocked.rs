@@ -105,19 +105,67 @@ fn columns(
     out: &OutPtr,
 ) {
     let nb_max = NB.min((c1 - c0).next_multiple_of(NR));
-    let mut pack = vec![0f32; KB * nb_max];
-    let mut apack = vec![0f32; MB.next_multiple_of(MR) * KB];
-    let mut scratch = vec![0f32; (NR * KB).max(NB)];
+    let (pack_len, apack_len) = (KB * nb_max, MB.next_multiple_of(MR) * KB);
+    let scratch_len = (NR * KB).max(NB);
+    BUFFERS.with_borrow_mut(|buf| {
+        // The packing below writes every value the micro-kernel then reads
+        // (padding included), so what an earlier call left here is never read.
+        if buf.len() < pack_len + apack_len + scratch_len {
+            *buf = vec![0f32; pack_len + apack_len + scratch_len];
+        }
+        let (pack, rest) = buf.split_at_mut(pack_len);
+        let (apack, scratch) = rest.split_at_mut(apack_len);
+        let scratch = &mut scratch[..scratch_len];
+        sweep(
+            isa,
+            src,
+            x,
+            (r0, m),
+            rows,
+            cols,
+            (c0, c1),
+            nb_max,
+            pack,
+            apack,
+            scratch,
+            out,
+        );
+    });
+}
+
+thread_local! {
+    /// Each thread's packing buffers (1.3 MiB at most), kept between calls: a
+    /// training step makes thousands of products, and allocating and zeroing the
+    /// buffers for each was 1.4% of its time.
+    static BUFFERS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The loops of [`columns`] over its packing buffers.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    isa: Isa,
+    src: &WeightSource<'_>,
+    x: &[f32],
+    (r0, m): (usize, usize),
+    rows: usize,
+    cols: usize,
+    (c0, c1): (usize, usize),
+    nb_max: usize,
+    pack: &mut [f32],
+    apack: &mut [f32],
+    scratch: &mut [f32],
+    out: &OutPtr,
+) {
     // Equal blocks (multiples of 8) rather than a short last one.
     let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
     for j0 in (c0..c1).step_by(nb_max) {
         let nb = nb_max.min(c1 - j0);
         for k0 in (0..cols).step_by(kstep) {
             let kc = kstep.min(cols - k0);
-            pack_block(isa, src, j0, nb, k0, kc, &mut pack, &mut scratch);
+            pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
             for i0 in (r0..m).step_by(MB) {
                 let i1 = (i0 + MB).min(m);
-                pack_rows(x, cols, i0, i1, k0, kc, &mut apack);
+                pack_rows(x, cols, i0, i1, k0, kc, apack);
                 for p in 0..nb.div_ceil(NR) {
                     let nc = NR.min(nb - p * NR);
                     let panel = &pack[p * KB * NR..p * KB * NR + kc * NR];
