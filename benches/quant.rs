@@ -282,48 +282,43 @@ fn decode_step(c: &mut Criterion) {
     let flat = weights(total);
     let (packed, absmax) =
         quantize_4bit(&flat, BlockSize::DEFAULT, QuantType::Nf4).expect("quantize");
+    // Each projection's weight, as views into the flat buffers, built once.
+    let bs = BlockSize::DEFAULT.get();
+    let mut start = 0;
+    let mut nf4 = Vec::with_capacity(all.len());
+    let mut dense = Vec::with_capacity(all.len());
+    for &(rows, cols) in &all {
+        let n = rows * cols;
+        nf4.push(
+            Nf4Weight::new(
+                &packed[start / 2..(start + n) / 2],
+                &absmax[start / bs..(start + n) / bs],
+                rows,
+                cols,
+                BlockSize::DEFAULT,
+                QuantType::Nf4,
+            )
+            .expect("weight"),
+        );
+        dense.push((&flat[start..start + n], rows, cols));
+        start += n;
+    }
     let x = weights(inter);
     let mut y = vec![0f32; inter];
     g.throughput(Throughput::Elements(2 * total as u64));
     g.bench_function("decode_step_nf4_fused/smollm2_135m", |b| {
         b.iter(|| {
-            let mut start = 0;
-            for &(rows, cols) in &all {
-                let n = rows * cols;
-                let bs = BlockSize::DEFAULT.get();
-                let nw = Nf4Weight::new(
-                    &packed[start / 2..(start + n) / 2],
-                    &absmax[start / bs..(start + n) / bs],
-                    rows,
-                    cols,
-                    BlockSize::DEFAULT,
-                    QuantType::Nf4,
-                )
-                .expect("weight");
-                kernels::matmul_nt(black_box(&x[..cols]), 1, &nw, &mut y[..rows], isa, 0)
-                    .expect("mm");
-                start += n;
+            for w in &nf4 {
+                let (x, y) = (&x[..w.cols()], &mut y[..w.rows()]);
+                kernels::matmul_nt(black_box(x), 1, w, y, isa, 0).expect("mm");
             }
         });
     });
     g.bench_function("decode_step_f32/smollm2_135m", |b| {
         b.iter(|| {
-            let mut start = 0;
-            for &(rows, cols) in &all {
-                let n = rows * cols;
-                let w = &flat[start..start + n];
-                kernels::matmul_nt_f32(
-                    black_box(&x[..cols]),
-                    1,
-                    w,
-                    rows,
-                    cols,
-                    &mut y[..rows],
-                    isa,
-                    0,
-                )
-                .expect("mm");
-                start += n;
+            for &(w, rows, cols) in &dense {
+                let (x, y) = (&x[..cols], &mut y[..rows]);
+                kernels::matmul_nt_f32(black_box(x), 1, w, rows, cols, y, isa, 0).expect("mm");
             }
         });
     });

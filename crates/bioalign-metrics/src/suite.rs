@@ -149,6 +149,8 @@ fn rows_of(a: &Array2<f64>) -> Vec<Vec<f64>> {
 }
 
 struct ProjectionPart {
+    /// The perplexity the projection ran at ([`TsneConfig::for_rows`]).
+    perplexity: f64,
     tsne: Array2<f64>,
     silhouette_tsne: f64,
     silhouette_tsne_ci: Option<ConfidenceInterval>,
@@ -161,7 +163,8 @@ fn projection_part(
     labels: &[usize],
     cfg: &SuiteConfig,
 ) -> Result<ProjectionPart> {
-    let t = tsne(x, &cfg.tsne.for_rows(x.nrows()))?;
+    let tsne_cfg = cfg.tsne.for_rows(x.nrows());
+    let t = tsne(x, &tsne_cfg)?;
     let dist = euclidean_distances(t.view());
     let all: Vec<usize> = (0..labels.len()).collect();
     let silhouette_tsne = silhouette_of_rows(dist.view(), labels, &all)?;
@@ -183,6 +186,7 @@ fn projection_part(
         (None, None)
     };
     Ok(ProjectionPart {
+        perplexity: tsne_cfg.perplexity,
         tsne: t,
         silhouette_tsne,
         silhouette_tsne_ci,
@@ -301,7 +305,7 @@ pub fn evaluate(
         probe_cv,
         silhouette,
         projection_rows: m,
-        tsne_perplexity: Some(cfg.tsne.for_rows(m).perplexity),
+        tsne_perplexity: Some(projection.perplexity),
         silhouette_tsne: projection.silhouette_tsne,
         silhouette_tsne_ci: projection.silhouette_tsne_ci,
         silhouette_pca: projection.silhouette_pca,

@@ -116,20 +116,31 @@ fn columns(
         let (pack, rest) = buf.split_at_mut(pack_len);
         let (apack, scratch) = rest.split_at_mut(apack_len);
         let scratch = &mut scratch[..scratch_len];
-        sweep(
-            isa,
-            src,
-            x,
-            (r0, m),
-            rows,
-            cols,
-            (c0, c1),
-            nb_max,
-            pack,
-            apack,
-            scratch,
-            out,
-        );
+        // Equal blocks (multiples of 8) rather than a short last one.
+        let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
+        for j0 in (c0..c1).step_by(nb_max) {
+            let nb = nb_max.min(c1 - j0);
+            for k0 in (0..cols).step_by(kstep) {
+                let kc = kstep.min(cols - k0);
+                pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
+                for i0 in (r0..m).step_by(MB) {
+                    let i1 = (i0 + MB).min(m);
+                    pack_rows(x, cols, i0, i1, k0, kc, apack);
+                    for p in 0..nb.div_ceil(NR) {
+                        let nc = NR.min(nb - p * NR);
+                        let panel = &pack[p * KB * NR..p * KB * NR + kc * NR];
+                        for (q, i) in (i0..i1).step_by(MR).enumerate() {
+                            let mr = MR.min(i1 - i);
+                            let a = &apack[q * KB * MR..q * KB * MR + kc * MR];
+                            // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
+                            // lie inside `y` (`m × rows`) and belong to this thread.
+                            let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
+                            micro(isa, mr, a, panel, kc, c, rows, nc, k0 > 0);
+                        }
+                    }
+                }
+            }
+        }
     });
 }
 
@@ -138,49 +149,6 @@ thread_local! {
     /// training step makes thousands of products, and allocating and zeroing the
     /// buffers for each was 1.4% of its time.
     static BUFFERS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The loops of [`columns`] over its packing buffers.
-#[allow(clippy::too_many_arguments)]
-fn sweep(
-    isa: Isa,
-    src: &WeightSource<'_>,
-    x: &[f32],
-    (r0, m): (usize, usize),
-    rows: usize,
-    cols: usize,
-    (c0, c1): (usize, usize),
-    nb_max: usize,
-    pack: &mut [f32],
-    apack: &mut [f32],
-    scratch: &mut [f32],
-    out: &OutPtr,
-) {
-    // Equal blocks (multiples of 8) rather than a short last one.
-    let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
-    for j0 in (c0..c1).step_by(nb_max) {
-        let nb = nb_max.min(c1 - j0);
-        for k0 in (0..cols).step_by(kstep) {
-            let kc = kstep.min(cols - k0);
-            pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
-            for i0 in (r0..m).step_by(MB) {
-                let i1 = (i0 + MB).min(m);
-                pack_rows(x, cols, i0, i1, k0, kc, apack);
-                for p in 0..nb.div_ceil(NR) {
-                    let nc = NR.min(nb - p * NR);
-                    let panel = &pack[p * KB * NR..p * KB * NR + kc * NR];
-                    for (q, i) in (i0..i1).step_by(MR).enumerate() {
-                        let mr = MR.min(i1 - i);
-                        let a = &apack[q * KB * MR..q * KB * MR + kc * MR];
-                        // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
-                        // lie inside `y` (`m × rows`) and belong to this thread.
-                        let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
-                        micro(isa, mr, a, panel, kc, c, rows, nc, k0 > 0);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Packs rows `i0..i1`, columns `k0..k0 + kc` of `x` into micro-panels of [`MR`]
