@@ -67,8 +67,15 @@ pub fn load_model<B: Backend>(
     adapter: Option<&Path>,
     device: &B::Device,
 ) -> Result<(CausalLm<B>, TextTokenizer)> {
-    let p = load_pretrained_with::<B>(model, device, LoadOptions { load_in_4bit })
-        .with_context(|| format!("loading {}", model.display()))?;
+    let p = load_pretrained_with::<B>(
+        model,
+        device,
+        LoadOptions {
+            load_in_4bit,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading {}", model.display()))?;
     let tok = p
         .tokenizer
         .context("the model has no tokenizer (tokenizer.json or GGUF metadata)")?;

@@ -49,6 +49,9 @@ struct Args {
     /// Quantize the dense projections to NF4 while loading.
     #[arg(long)]
     load_in_4bit: bool,
+    /// Expand an 8-bit (GGUF Q8_0) token embedding to f32 instead of keeping it 8-bit.
+    #[arg(long)]
+    dense_embeddings: bool,
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -68,6 +71,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
     let t0 = Instant::now();
     let opts = LoadOptions {
         load_in_4bit: args.load_in_4bit,
+        dense_embeddings: args.dense_embeddings,
     };
     let p = load_pretrained_with::<B>(&args.model, device, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

@@ -14,13 +14,13 @@ use burn_store::{ModuleStore, SafetensorsStore};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 
-use bioalign_quant::Quantized4bit;
+use bioalign_quant::{Q8Packed, Quantized4bit};
 
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result, io_err};
-use crate::gguf::{GgufFile, reverse_qk_permutation};
+use crate::gguf::{GgmlType, GgufFile, reverse_qk_permutation};
 use crate::model::{
-    Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, Projection, RmsNorm, Rope,
+    Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, Projection, RmsNorm, Rope, TokenEmbedding,
 };
 
 /// A source of f32 weights by Hugging Face name.
@@ -36,6 +36,11 @@ pub trait WeightSource {
     fn load_quantized(&self, _name: &str) -> Result<Option<(Quantized4bit, PathBuf)>> {
         Ok(None)
     }
+    /// Tensor `name` in GGUF's 8-bit `Q8_0` form when the file stores it so, `None`
+    /// otherwise (only used for the token embedding, which needs no row permutation).
+    fn load_q8(&self, _name: &str) -> Result<Option<(Q8Packed, PathBuf)>> {
+        Ok(None)
+    }
 }
 
 /// How [`CausalLm::from_source_with`] builds the projections.
@@ -46,6 +51,12 @@ pub struct LoadOptions {
     /// Embeddings, norms and `lm_head` stay f32. Weights already stored in 4 bits are
     /// loaded in 4 bits whatever this says.
     pub load_in_4bit: bool,
+    /// Expand a token embedding stored in 8 bits (GGUF `Q8_0`, as llama.cpp writes
+    /// SmolLM2's) to f32. By default it stays 8-bit on the CPU backend (burn-flex,
+    /// with or without autodiff): a quarter of the memory and the same values, looked
+    /// up and multiplied (tied LM head) by bioalign-quant's kernels. Other backends
+    /// always get the f32 table.
+    pub dense_embeddings: bool,
 }
 
 /// A Hugging Face checkpoint folder: `model.safetensors` or shards listed in
@@ -299,6 +310,32 @@ impl WeightSource for GgufWeights<'_> {
         }
         Ok((shape, values, self.file.path().to_path_buf()))
     }
+
+    fn load_q8(&self, name: &str) -> Result<Option<(Q8Packed, PathBuf)>> {
+        // Q/K rows are permuted in GGUF files; those are never kept 8-bit.
+        if !self.contains(name)
+            || name.ends_with("q_proj.weight")
+            || name.ends_with("k_proj.weight")
+        {
+            return Ok(None);
+        }
+        let Some(g) = Self::gguf_name(name) else {
+            return Ok(None);
+        };
+        let (info, ty, bytes) = self.file.tensor_bytes(&g)?;
+        let shape = info.shape();
+        if ty != GgmlType::Q8_0 || shape.len() != 2 {
+            return Ok(None);
+        }
+        let path = self.file.path().to_path_buf();
+        let t =
+            Q8Packed::from_ggml_q8_0(bytes, shape[0], shape[1]).map_err(|source| Error::Quant {
+                path: path.clone(),
+                tensor: g.clone(),
+                source,
+            })?;
+        Ok(Some((t, path)))
+    }
 }
 
 fn fetch(src: &dyn WeightSource, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
@@ -523,7 +560,29 @@ impl<B: Backend> CausalLm<B> {
             });
         }
         let vocab = config.vocab_size;
-        let embed = fetch(src, "model.embed_tokens.weight", &[vocab, h])?;
+        let embed_name = "model.embed_tokens.weight";
+        let q8 = if !opts.dense_embeddings && bioalign_quant::dense::is_cpu_backend::<B>() {
+            src.load_q8(embed_name)?
+        } else {
+            None
+        };
+        let embed_tokens = match q8 {
+            Some((t, path)) => {
+                if [t.rows(), t.cols()] != [vocab, h] {
+                    return Err(Error::Shape {
+                        path,
+                        tensor: embed_name.to_string(),
+                        expected: vec![vocab, h],
+                        found: vec![t.rows(), t.cols()],
+                    });
+                }
+                TokenEmbedding::q8(t)
+            }
+            None => TokenEmbedding::Dense(Param::from_tensor(t2(
+                fetch(src, embed_name, &[vocab, h])?,
+                [vocab, h],
+            ))),
+        };
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
@@ -531,7 +590,7 @@ impl<B: Backend> CausalLm<B> {
         };
         Ok(Self {
             model: DecoderModel {
-                embed_tokens: Param::from_tensor(t2(embed, [vocab, h])),
+                embed_tokens,
                 layers,
                 norm: norm("model.norm.weight")?,
             },

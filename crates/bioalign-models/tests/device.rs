@@ -53,7 +53,10 @@ fn tiny_phi3_on_device_matches_transformers() -> Result<()> {
 #[test]
 fn nf4_model_on_device_matches_the_cpu_nf4_model() -> Result<()> {
     let dir = common::fixtures().join("tiny/llama");
-    let opts = LoadOptions { load_in_4bit: true };
+    let opts = LoadOptions {
+        load_in_4bit: true,
+        ..Default::default()
+    };
     let cpu = load_pretrained_with::<Cpu>(&dir, &CpuDevice::default(), opts)?.model;
     let gpu = load_pretrained_with::<Gpu>(&dir, &GpuDevice::default(), opts)?.model;
     let layers = gpu.model.layers.len();

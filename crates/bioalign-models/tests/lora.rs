@@ -45,7 +45,10 @@ fn tiny(arch: &str) -> PathBuf {
 }
 
 fn load<B: Backend>(dir: &Path, nf4: bool) -> Result<CausalLm<B>> {
-    let opts = LoadOptions { load_in_4bit: nf4 };
+    let opts = LoadOptions {
+        load_in_4bit: nf4,
+        ..Default::default()
+    };
     Ok(load_pretrained_with::<B>(dir, &Default::default(), opts)?.model)
 }
 

@@ -103,7 +103,10 @@ fn bnb_4bit_checkpoint_loads_in_4bit_and_matches_dequantized_dense() -> Result<(
     assert!(max_diff(&logits(&f32m, &ids, 2)?, &a) > 1e-4);
 
     // load_in_4bit on the f32 checkpoint quantizes to the same bytes.
-    let opts = LoadOptions { load_in_4bit: true };
+    let opts = LoadOptions {
+        load_in_4bit: true,
+        ..Default::default()
+    };
     let l4 = load_pretrained_with::<Cpu>(&src, &device, opts)?.model;
     assert_eq!(n_nf4(&l4), 7 * layers);
     let d4 = max_diff(&logits(&l4, &ids, 2)?, &a);
@@ -150,7 +153,10 @@ fn transformers_bitsandbytes_checkpoint_loads_in_4bit() -> Result<()> {
     assert!(d <= 1e-5, "logits differ by {d}");
 
     // Our load_in_4bit on the bf16 source makes the same 4-bit model as bitsandbytes.
-    let opts = LoadOptions { load_in_4bit: true };
+    let opts = LoadOptions {
+        load_in_4bit: true,
+        ..Default::default()
+    };
     let l4 = load_pretrained_with::<Cpu>(quant.join("tiny_llama"), &device, opts)?.model;
     let d4 = max_diff(&logits(&l4, &ids, 3)?, &a);
     println!("load_in_4bit vs bitsandbytes checkpoint: logits max diff {d4:e}");

@@ -7,7 +7,8 @@ mod common;
 
 use bioalign_models::embed::{Layers, Pooling};
 use bioalign_models::generate::{GenerateOptions, Sampling};
-use bioalign_models::{Cpu, CpuDevice, Result, load_pretrained};
+use bioalign_models::model::Logits;
+use bioalign_models::{Cpu, CpuDevice, LoadOptions, Result, load_pretrained, load_pretrained_with};
 use safetensors::SafeTensors;
 
 const PROMPTS: [&str; 4] = [
@@ -111,5 +112,42 @@ fn smollm2_matches_transformers() -> Result<()> {
         let n = ids(&st, &format!("greedy.{j}.prompt_len"))[0] as usize;
         assert_eq!(got[..], all[n..], "batched greedy {j}");
     }
+    Ok(())
+}
+
+/// The GGUF's `Q8_0` token embedding kept 8-bit (the default on the CPU) gives the
+/// same model as the table expanded to f32: the same rows, the same logits bit for bit
+/// over a 4 × 8 batch (both heads run the blocked kernel on the same packed values),
+/// and batch-1 logits (row products against burn's matmul) within 1e-4.
+#[test]
+fn smollm2_q8_embedding_equals_the_expanded_table() -> Result<()> {
+    let Some(path) = common::smollm2() else {
+        return Ok(());
+    };
+    let device = CpuDevice::default();
+    let q8 = load_pretrained::<Cpu>(&path, &device)?.model;
+    let opts = LoadOptions {
+        dense_embeddings: true,
+        ..Default::default()
+    };
+    let dense = load_pretrained_with::<Cpu>(&path, &device, opts)?.model;
+    assert!(q8.model.embed_tokens.is_q8(), "kept 8-bit by default");
+    assert!(!dense.model.embed_tokens.is_q8());
+    assert_eq!(
+        q8.model.embed_tokens.values(),
+        dense.model.embed_tokens.values()
+    );
+    let vals = |m: &bioalign_models::model::CausalLm<Cpu>,
+                ids: &[u32],
+                batch: usize|
+     -> Result<Vec<f32>> {
+        let out = m.forward(ids, None, batch, None, Logits::All, false)?;
+        Ok(out.logits.unwrap().into_data().into_vec::<f32>().unwrap())
+    };
+    let ids: Vec<u32> = (0..32).map(|i| (i * 1543 % 49152) as u32).collect();
+    assert_eq!(vals(&q8, &ids, 4)?, vals(&dense, &ids, 4)?);
+    let (a, b) = (vals(&q8, &ids[..3], 1)?, vals(&dense, &ids[..3], 1)?);
+    let d = common::max_abs_diff(&a, &b);
+    assert!(d <= 1e-4, "batch-1 logits differ by {d}");
     Ok(())
 }

@@ -91,6 +91,18 @@ pub fn try_flex_matmul<B: Backend>(
     Ok(same_type(out))
 }
 
+/// Whether `B` is burn-flex, plain or under autodiff (with or without gradient
+/// checkpointing): the backends whose tensors this crate's CPU kernels read.
+pub fn is_cpu_backend<B: Backend>() -> bool {
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use std::any::TypeId;
+    let b = TypeId::of::<B>();
+    b == TypeId::of::<Flex>()
+        || b == TypeId::of::<Autodiff<Flex>>()
+        || b == TypeId::of::<Autodiff<Flex, BalancedCheckpointing>>()
+}
+
 /// `t` as `U`, which the caller established is `T` (`B` is `Flex`: the weight downcast
 /// succeeded).
 fn same_type<T: 'static, U: 'static>(t: T) -> U {

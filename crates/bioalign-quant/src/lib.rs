@@ -17,6 +17,8 @@
 //!   weight no gradient.
 //! - `dense` (feature `burn`): plain f32 products of frozen weights on burn-flex
 //!   through the same blocked kernel.
+//! - [`q8`]: [`Q8Packed`], an 8-bit matrix in GGUF's `Q8_0` form (a token
+//!   embedding and its tied LM head), multiplied by the same kernels.
 //! - [`cube`] (feature `cubecl`, turned on by `cuda` and `wgpu`): the same layer on
 //!   CubeCL backends, with the weight kept packed on the device and a CubeCL
 //!   dequantization kernel.
@@ -37,12 +39,14 @@ mod error;
 pub mod kernels;
 #[cfg(feature = "burn")]
 pub mod nf4_linear;
+pub mod q8;
 mod tensor;
 
 pub use codebook::{BlockSize, QuantType};
 pub use double_quant::NestedScales;
 pub use error::{Error, Result};
-pub use kernels::{Isa, Nf4Weight};
+pub use kernels::{Isa, Nf4Weight, Q8Weight};
 #[cfg(feature = "burn")]
 pub use nf4_linear::{Nf4Backend, Nf4Linear, Nf4Packed};
+pub use q8::Q8Packed;
 pub use tensor::{QuantizeOptions, Quantized4bit, Scales, SourceDtype};

@@ -328,6 +328,7 @@ pub fn evaluate_on<B: Backend>(
     progress.start(Stage::Load, 1);
     let opts = LoadOptions {
         load_in_4bit: cfg.load_in_4bit,
+        ..Default::default()
     };
     let p = load_pretrained_with::<B>(&cfg.model, device, opts)?;
     let mut model = p.model;

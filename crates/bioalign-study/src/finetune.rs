@@ -462,6 +462,7 @@ where
     progress.start(Stage::Load, 1);
     let opts = LoadOptions {
         load_in_4bit: cfg.load_in_4bit,
+        ..Default::default()
     };
     let p = load_pretrained_with::<B>(&cfg.model, device, opts)?;
     let mut model: CausalLm<B> = p.model;

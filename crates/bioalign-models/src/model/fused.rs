@@ -15,6 +15,9 @@
 //! expressions unchanged.
 
 use std::any::Any;
+use std::sync::Arc;
+
+use bioalign_quant::Q8Packed;
 
 use super::kernels::{self, AttentionDims, View};
 use burn::backend::autodiff::Autodiff;
@@ -84,6 +87,77 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
     let var = x.clone().square().mean_dim(D - 1);
     let x = x * var.add_scalar(eps).sqrt().recip();
     x * weight.unsqueeze::<D>()
+}
+
+/// `x · Wᵀ` for a frozen 8-bit `W` `[rows, cols]` (a tied LM head kept in GGUF's
+/// `Q8_0` form): `[m, cols] -> [m, rows]`. On burn-flex the blocked kernel widens
+/// tiles of `W` while packing them; under autodiff the backward is `dY · W` from the
+/// same codes, and `W` gets no gradient. Another backend multiplies by the expanded
+/// table (the loader keeps tables 8-bit only on burn-flex).
+pub(crate) fn q8_head<B: Backend>(x: Tensor<B, 2>, w: &Arc<Q8Packed>) -> Tensor<B, 2> {
+    macro_rules! fused {
+        ($ad:ty) => {
+            if let Some(x2) = (&x as &dyn Any).downcast_ref::<Tensor<$ad, 2>>() {
+                return same_type(q8_head_autodiff(x2.clone(), w));
+            }
+        };
+    }
+    if let Some(x2) = (&x as &dyn Any).downcast_ref::<Tensor<Flex, 2>>() {
+        let y = q8_flex(x2.clone().into_primitive().tensor(), w, false);
+        return same_type(Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y)));
+    }
+    fused!(Autodiff<Flex, NoCheckpointing>);
+    fused!(Autodiff<Flex, BalancedCheckpointing>);
+    let table = Tensor::<B, 2>::from_data(
+        TensorData::new(w.dequantize(), [w.rows(), w.cols()]),
+        &x.device(),
+    );
+    x.matmul(table.transpose())
+}
+
+/// `x · Wᵀ` (or, for the input gradient, `x · W`) on burn-flex.
+fn q8_flex(x: FloatTensor<Flex>, w: &Q8Packed, grad: bool) -> FloatTensor<Flex> {
+    let x = contiguous(x);
+    let m = x.shape().num_elements() / if grad { w.rows() } else { w.cols() };
+    let (y, n) = if grad {
+        (w.matmul_nn(slice(&x), m), w.cols())
+    } else {
+        (w.matmul_nt(slice(&x), m), w.rows())
+    };
+    let y = y.expect("the hidden size matches the table (checked when loading)");
+    FlexTensor::from_data(TensorData::new(y, [m, n]))
+}
+
+#[derive(Debug)]
+struct Q8HeadBackward;
+
+impl Backward<Flex, 1> for Q8HeadBackward {
+    type State = Arc<Q8Packed>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let [px] = ops.parents;
+        if let Some(n) = px {
+            grads.register::<Flex>(n.id, q8_flex(dy, &ops.state, true));
+        }
+    }
+}
+
+fn q8_head_autodiff<C: CheckpointStrategy>(
+    x: Tensor<Autodiff<Flex, C>, 2>,
+    w: &Arc<Q8Packed>,
+) -> Tensor<Autodiff<Flex, C>, 2> {
+    let x = x.into_primitive().tensor();
+    let y = q8_flex(x.primitive.clone(), w, false);
+    let out = match Q8HeadBackward
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(Arc::clone(w), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
 /// Both tensors as `Tensor<T, D>` when `B` is `T`.
@@ -553,6 +627,63 @@ mod tests {
             assert!(
                 (x - y).abs() <= tol * (1.0 + y.abs()),
                 "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The 8-bit LM head gives the expanded table's product and input gradient (on
+    /// burn-flex, plain and under autodiff, with and without checkpointing; the
+    /// batch-1 row products too).
+    #[test]
+    fn q8_head_matches_the_expanded_table() {
+        let (rows, cols) = (300, 64);
+        let qs: Vec<i8> = (0..rows * cols)
+            .map(|i| ((i * 37 + 5) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let sc: Vec<f32> = (0..rows * cols / 32)
+            .map(|b| 2e-3 * (1 + b % 5) as f32)
+            .collect();
+        let w = Arc::new(Q8Packed::new(qs, sc, rows, cols).unwrap());
+        let dev = FlexDevice;
+        let table = w.dequantize();
+        for m in [1, 9] {
+            let x = Tensor::<Flex, 2>::random([m, cols], Distribution::Normal(0.0, 1.0), &dev);
+            let dense =
+                Tensor::<Flex, 2>::from_data(TensorData::new(table.clone(), [rows, cols]), &dev);
+            close(
+                q8_head(x.clone(), &w),
+                x.clone().matmul(dense.clone().transpose()),
+                1e-5,
+                "flex",
+            );
+
+            let dy = Tensor::<Flex, 2>::random([m, rows], Distribution::Normal(0.0, 1.0), &dev);
+            let run = |fused: bool| {
+                let xa = Tensor::<Ad, 2>::from_data(x.to_data(), &dev).require_grad();
+                let wa = Tensor::<Ad, 2>::from_data(dense.to_data(), &dev);
+                let y = if fused {
+                    q8_head(xa.clone(), &w)
+                } else {
+                    xa.clone().matmul(wa.transpose())
+                };
+                let dya = Tensor::<Ad, 2>::from_data(dy.to_data(), &dev);
+                let g = (y.clone() * dya).sum().backward();
+                (y.inner(), xa.grad(&g).unwrap())
+            };
+            let ((yf, gf), (yd, gd)) = (run(true), run(false));
+            close(yf, yd, 1e-5, "autodiff forward");
+            close(gf, gd, 1e-5, "input gradient");
+
+            type Ck = Autodiff<Flex, BalancedCheckpointing>;
+            let xc = Tensor::<Ck, 2>::from_data(x.to_data(), &dev).require_grad();
+            let dyc = Tensor::<Ck, 2>::from_data(dy.to_data(), &dev);
+            let g = (q8_head(xc.clone(), &w) * dyc).sum().backward();
+            close(
+                xc.grad(&g).unwrap(),
+                dy.clone().matmul(dense.clone()),
+                1e-5,
+                "checkpointed gradient",
             );
         }
     }

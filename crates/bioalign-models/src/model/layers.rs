@@ -1,11 +1,15 @@
 //! The building blocks of the decoder, with fields named after Hugging Face's keys.
 
 use bioalign_lora::{AdapterSlot, LinearBase, LoraLinear, ModuleLora};
-use bioalign_quant::Nf4Linear;
+use std::sync::Arc;
+
+use bioalign_quant::dense::{WeightLayout, try_flex_matmul};
+use bioalign_quant::{Nf4Linear, Q8Packed};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::embedding;
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// A projection of a layer (`q_proj`, ..., `down_proj`). The seam where NF4 weights
 /// (bioalign-quant) and LoRA adapters plug in as further variants.
@@ -133,6 +137,95 @@ impl<B: Backend> Projection<B> {
     /// Whether the (base) weight is stored in 4 bits.
     pub fn is_nf4(&self) -> bool {
         matches!(self, Self::Nf4(_) | Self::LoraNf4(_))
+    }
+}
+
+/// `embed_tokens`: the token embedding `[vocab, hidden]`, which a tied LM head also
+/// multiplies by.
+#[derive(Module, Debug)]
+pub enum TokenEmbedding<B: Backend> {
+    /// An f32 table.
+    Dense(Param<Tensor<B, 2>>),
+    /// A frozen 8-bit table in GGUF's `Q8_0` form (a quarter of the f32 bytes, the
+    /// same values), looked up and multiplied without expanding it.
+    Q8(Q8Embedding<B>),
+}
+
+/// A frozen 8-bit embedding table; not a parameter, so it gets no gradient.
+#[derive(Module, Debug)]
+pub struct Q8Embedding<B: Backend> {
+    /// Codes and scales.
+    #[module(skip)]
+    pub table: Arc<Q8Packed>,
+    /// Ties the module to its backend.
+    pub backend: core::marker::PhantomData<B>,
+}
+
+impl<B: Backend> TokenEmbedding<B> {
+    /// An 8-bit table.
+    pub fn q8(table: Q8Packed) -> Self {
+        Self::Q8(Q8Embedding {
+            table: Arc::new(table),
+            backend: core::marker::PhantomData,
+        })
+    }
+
+    /// `[vocab, hidden]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Self::Dense(w) => w.val().dims(),
+            Self::Q8(e) => [e.table.rows(), e.table.cols()],
+        }
+    }
+
+    /// Whether the table is kept in 8 bits.
+    pub fn is_q8(&self) -> bool {
+        matches!(self, Self::Q8(_))
+    }
+
+    /// The rows of `ids` `[batch, s]` (row-major, each below the vocabulary size,
+    /// which the caller checks) as `[batch, s, hidden]`.
+    pub fn lookup(&self, ids: &[u32], batch: usize, device: &B::Device) -> Tensor<B, 3> {
+        let s = ids.len() / batch.max(1);
+        match self {
+            Self::Dense(w) => {
+                let idx: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+                let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [batch, s]), device);
+                embedding(w.val(), idx)
+            }
+            Self::Q8(e) => {
+                let rows: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+                let v = e
+                    .table
+                    .gather(&rows)
+                    .expect("ids checked against the vocabulary by the caller");
+                Tensor::from_data(TensorData::new(v, [batch, s, e.table.cols()]), device)
+            }
+        }
+    }
+
+    /// `x · Wᵀ`, `[m, hidden] -> [m, vocab]`: the tied LM head.
+    pub fn head(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::Dense(w) => {
+                // A 2-D product against the transposed view: burn's `linear` would reshape
+                // the view and copy the whole table on every call.
+                let w = w.val();
+                match try_flex_matmul(x, &w, WeightLayout::OutIn) {
+                    Ok(y) => y,
+                    Err(x) => x.matmul(w.transpose()),
+                }
+            }
+            Self::Q8(e) => super::fused::q8_head(x, &e.table),
+        }
+    }
+
+    /// The table as f32 `[vocab, hidden]` row-major.
+    pub fn values(&self) -> Vec<f32> {
+        match self {
+            Self::Dense(w) => bioalign_lora::tensor_vec(w.val()),
+            Self::Q8(e) => e.table.dequantize(),
+        }
     }
 }
 

@@ -180,7 +180,7 @@ impl<B: Backend> CausalLm<B> {
             "model.embed_tokens.weight".to_string(),
             (
                 vec![self.config.vocab_size, h],
-                bioalign_lora::tensor_vec(self.model.embed_tokens.val()),
+                self.model.embed_tokens.values(),
             ),
         );
         out.insert(
@@ -350,7 +350,7 @@ impl<B: Backend> bioalign_lora::CausalLm<B> for CausalLm<B> {
     fn lm_head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
             Some(p) => p.forward(hidden),
-            None => hidden.matmul(self.model.embed_tokens.val().transpose()),
+            None => self.model.embed_tokens.head(hidden),
         }
     }
 

@@ -8,13 +8,11 @@ mod layers;
 mod lora;
 mod rope;
 
-use bioalign_quant::dense::{WeightLayout, try_flex_matmul};
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::embedding;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
-pub use layers::{Attention, DecoderLayer, Mlp, Projection, RmsNorm};
+pub use layers::{Attention, DecoderLayer, Mlp, Projection, Q8Embedding, RmsNorm, TokenEmbedding};
 pub use rope::Rope;
 
 use crate::config::ModelConfig;
@@ -28,7 +26,7 @@ const MASKED: f32 = -1.0e9;
 #[derive(Module, Debug)]
 pub struct DecoderModel<B: Backend> {
     /// `embed_tokens.weight`, `[vocab, hidden]`.
-    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub embed_tokens: TokenEmbedding<B>,
     /// `layers`
     pub layers: Vec<DecoderLayer<B>>,
     /// `norm`
@@ -139,7 +137,7 @@ impl<B: Backend> CausalLm<B> {
 
     /// The device the weights are on.
     pub fn device(&self) -> B::Device {
-        self.model.embed_tokens.val().device()
+        self.model.norm.weight.val().device()
     }
 
     /// Forward pass over `ids` `[batch, s]` (row-major) with `attention_mask` `[batch, s]`
@@ -253,9 +251,7 @@ impl<B: Backend> CausalLm<B> {
             }
         };
 
-        let idx: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-        let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [batch, s]), &device);
-        let mut x = embedding(self.model.embed_tokens.val(), idx);
+        let mut x = self.model.embed_tokens.lookup(ids, batch, &device);
         let mut hidden = hidden_states.then(Vec::new);
         for (i, layer) in self.model.layers.iter().enumerate() {
             if let Some(h) = hidden.as_mut() {
@@ -293,16 +289,9 @@ impl<B: Backend> CausalLm<B> {
         match &self.lm_head {
             Some(p) => p.forward(x),
             None => {
-                // A 2-D matmul against the transposed view: burn's `linear` would reshape the
-                // view and copy the whole embedding matrix on every call.
                 let [b, s, h] = x.dims();
-                let w = self.model.embed_tokens.val();
-                let vocab = w.dims()[0];
-                let x2 = x.reshape([b * s, h]);
-                let y = match try_flex_matmul(x2, &w, WeightLayout::OutIn) {
-                    Ok(y) => y,
-                    Err(x2) => x2.matmul(w.transpose()),
-                };
+                let vocab = self.model.embed_tokens.dims()[0];
+                let y = self.model.embed_tokens.head(x.reshape([b * s, h]));
                 y.reshape([b, s, vocab])
             }
         }

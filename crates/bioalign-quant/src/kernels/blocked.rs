@@ -246,7 +246,7 @@ fn pack_block(
     let panels = nb.div_ceil(NR);
     match src {
         // `V[j][k] = W[k][j]`: row `k` of `W` holds the block's columns contiguously.
-        WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } => {
+        WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } | WeightSource::Q8T(_) => {
             let row = &mut scratch[..nb];
             for k in 0..kc {
                 src.column_run(isa, k0 + k, j0, row);
@@ -259,7 +259,7 @@ fn pack_block(
             }
         }
         // Rows of `V` are contiguous: dequantize 16 of them, then transpose.
-        WeightSource::Nf4(_) | WeightSource::F32 { .. } => {
+        WeightSource::Nf4(_) | WeightSource::F32 { .. } | WeightSource::Q8(_) => {
             for p in 0..panels {
                 let nc = NR.min(nb - p * NR);
                 for j in 0..NR {

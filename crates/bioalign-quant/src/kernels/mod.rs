@@ -10,6 +10,7 @@
 
 mod blocked;
 mod dispatch;
+mod q8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -20,6 +21,7 @@ pub(crate) use x86::{abs_max_bits, quantize_codes};
 use half::bf16;
 
 pub(crate) use dispatch::par_chunks_mut;
+pub use q8::{Q8_BLOCK, Q8Weight};
 
 use crate::blockwise::check_lengths;
 use crate::codebook::{BlockSize, QuantType};
@@ -318,6 +320,57 @@ pub fn matmul_kn_f32(
     Ok(())
 }
 
+/// `y = x · Wᵀ` for a [`Q8Weight`] `W` `[rows, cols]` (a tied LM head kept in
+/// GGUF's 8-bit form): `x` `[m, cols]`, `y` `[m, rows]`. The blocked kernel widens
+/// tiles of `W` to f32 while packing them, so it multiplies exactly the values of
+/// the expanded table, the same way [`matmul_nt_f32`] does.
+pub fn matmul_nt_q8(
+    x: &[f32],
+    m: usize,
+    w: &Q8Weight<'_>,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    check_mm(x, m, w.rows(), w.cols(), y)?;
+    let src = WeightSource::Q8(*w);
+    run_matmul(x, m, &src, w.rows(), w.cols(), y, isa.checked(), threads);
+    Ok(())
+}
+
+/// `y = x · W` for a [`Q8Weight`] `W` `[rows, cols]`, the input gradient of
+/// [`matmul_nt_q8`]: `x` `[m, rows]`, `y` `[m, cols]`.
+pub fn matmul_nn_q8(
+    x: &[f32],
+    m: usize,
+    w: &Q8Weight<'_>,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    check_mm(x, m, w.cols(), w.rows(), y)?;
+    let src = WeightSource::Q8T(*w);
+    run_matmul(x, m, &src, w.cols(), w.rows(), y, isa.checked(), threads);
+    Ok(())
+}
+
+/// Rows `ids` of a [`Q8Weight`] as f32, one after another (`out` `[ids.len(), cols]`):
+/// a token-embedding look-up. An id past the last row is an error.
+pub fn gather_rows_q8(w: &Q8Weight<'_>, ids: &[usize], out: &mut [f32], isa: Isa) -> Result<()> {
+    let cols = w.cols();
+    if out.len() != ids.len() * cols {
+        return Err(Error::shape("gathered rows", ids.len() * cols, out.len()));
+    }
+    let isa = isa.checked();
+    for (&id, o) in ids.iter().zip(out.chunks_exact_mut(cols.max(1))) {
+        if id >= w.rows() {
+            return Err(Error::shape("row id", format!("below {}", w.rows()), id));
+        }
+        w.dequant_range(isa, id * cols, o);
+    }
+    Ok(())
+}
+
 fn check_mm(x: &[f32], m: usize, rows: usize, cols: usize, y: &[f32]) -> Result<()> {
     if x.len() != m * cols {
         return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
@@ -338,9 +391,22 @@ pub(crate) enum WeightSource<'a> {
     Nf4T(Nf4Weight<'a>),
     /// `V = Wᵀ` for a plain f32 `W` `[cols, n]` (burn's `[in, out]` layout).
     F32Kn { w: &'a [f32], n: usize },
+    /// `V = W`, 8-bit `[rows, cols]`.
+    Q8(Q8Weight<'a>),
+    /// `V = Wᵀ` for an 8-bit `W` (the input gradient of the `Q8` product).
+    Q8T(Q8Weight<'a>),
 }
 
 impl WeightSource<'_> {
+    /// Whether rows of `V` are contiguous in memory (the row dot products of a
+    /// GEMV read them; the transposed sources always tile).
+    fn rows_contiguous(&self) -> bool {
+        matches!(
+            self,
+            WeightSource::Nf4(_) | WeightSource::F32 { .. } | WeightSource::Q8(_)
+        )
+    }
+
     /// Row `r` of `V`, columns `k0..k0 + out.len()`, as f32.
     #[inline]
     pub(crate) fn row_slice(&self, isa: Isa, r: usize, k0: usize, out: &mut [f32]) {
@@ -360,6 +426,12 @@ impl WeightSource<'_> {
                     *o = w[(k0 + k) * n + r];
                 }
             }
+            WeightSource::Q8(w) => w.dequant_range(isa, r * w.cols() + k0, out),
+            WeightSource::Q8T(w) => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    w.dequant_range(isa, (k0 + k) * w.cols() + r, std::slice::from_mut(o));
+                }
+            }
         }
     }
 
@@ -372,7 +444,8 @@ impl WeightSource<'_> {
             WeightSource::F32Kn { w, n } => {
                 out.copy_from_slice(&w[k * n + j0..k * n + j0 + out.len()])
             }
-            WeightSource::Nf4(_) | WeightSource::F32 { .. } => {
+            WeightSource::Q8T(w) => w.dequant_range(isa, k * w.cols() + j0, out),
+            WeightSource::Nf4(_) | WeightSource::F32 { .. } | WeightSource::Q8(_) => {
                 for (j, o) in out.iter_mut().enumerate() {
                     self.row_slice(isa, j0 + j, k, std::slice::from_mut(o));
                 }
@@ -386,7 +459,7 @@ impl WeightSource<'_> {
         tile.iter_mut().for_each(|v| *v = 0.0);
         match self {
             // `V[n0 + j][k0 + k] = W[k0 + k][n0 + j]`: row `k0 + k` of `W` is contiguous.
-            WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } => {
+            WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } | WeightSource::Q8T(_) => {
                 for k in 0..kc {
                     let dst = &mut tile[k * NC..k * NC + nc];
                     self.column_run(isa, k0 + k, n0, dst);
@@ -427,7 +500,7 @@ fn run_matmul(
     }
     // Row dot products need `V` by rows; for `Nf4T` and `F32Kn` those are strided,
     // so they always tile.
-    let by_rows = matches!(src, WeightSource::Nf4(_) | WeightSource::F32 { .. });
+    let by_rows = src.rows_contiguous();
     if m < GEMV_MAX_M && by_rows {
         // One thread per 2^17 weights (see `parallel_chunk`).
         let t = thread_count(threads, rows * cols / (1 << 17) + 1);
@@ -467,6 +540,11 @@ fn gemv_rows(isa: Isa, src: &WeightSource<'_>, x: &[f32], r0: usize, y: &mut [f3
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2 | Isa::Avx512, WeightSource::F32 { w, cols }) => {
             x86::gemv_f32(isa, w, *cols, x, r0, y)
+        }
+        (_, WeightSource::Q8(w)) => {
+            for (j, yj) in y.iter_mut().enumerate() {
+                *yj = w.dot_row(isa, r0 + j, x);
+            }
         }
         _ => scalar::gemv(src, x, r0, y),
     }

@@ -306,7 +306,7 @@ fn dot_nf4_512(w: &Nf4Weight<'_>, start: usize, x: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn hsum256(v: __m256) -> f32 {
+pub(super) fn hsum256(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));

@@ -1,0 +1,243 @@
+//! 8-bit weights in GGUF's `Q8_0` form: each run of 32 consecutive values of a row
+//! is `d · q` with one scale `d` and signed 8-bit codes `q`. llama.cpp stores token
+//! embeddings this way; kept in this form they take a quarter of the f32 bytes, and
+//! `d · q` (an f16 scale widened to f32 times an 8-bit integer) is exact in f32, so
+//! every product sees the same weight values as the expanded table.
+
+use super::Isa;
+use crate::{Error, Result};
+
+/// Values per `Q8_0` block (one scale each).
+pub const Q8_BLOCK: usize = 32;
+
+/// An 8-bit weight `[rows, cols]`: codes row-major, one f32 scale per
+/// [`Q8_BLOCK`] codes (`cols` a multiple of it, so no block spans two rows).
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Weight<'a> {
+    qs: &'a [i8],
+    scales: &'a [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> Q8Weight<'a> {
+    /// Checks `cols` against the block size and the lengths of `qs` and `scales`.
+    pub fn new(qs: &'a [i8], scales: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        if !cols.is_multiple_of(Q8_BLOCK) {
+            return Err(Error::shape(
+                "Q8_0 weight columns",
+                format!("a multiple of {Q8_BLOCK}"),
+                cols,
+            ));
+        }
+        if qs.len() != rows * cols {
+            return Err(Error::shape("Q8_0 codes", rows * cols, qs.len()));
+        }
+        if scales.len() != rows * cols / Q8_BLOCK {
+            return Err(Error::shape(
+                "Q8_0 scales",
+                rows * cols / Q8_BLOCK,
+                scales.len(),
+            ));
+        }
+        Ok(Q8Weight {
+            qs,
+            scales,
+            rows,
+            cols,
+        })
+    }
+
+    /// Output features (rows of `W`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (columns of `W`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Flat elements `start..start + out.len()` as f32.
+    #[inline]
+    pub(crate) fn dequant_range(&self, isa: Isa, start: usize, out: &mut [f32]) {
+        let qs = &self.qs[start..start + out.len()];
+        #[cfg(target_arch = "x86_64")]
+        if isa != Isa::Scalar {
+            // SAFETY: AVX2 checked by the caller through `Isa::available`.
+            unsafe { dequant_avx2(qs, self.scales, start, out) };
+            return;
+        }
+        let _ = isa;
+        dequant_runs(qs, self.scales, start, out);
+    }
+
+    /// `W[r] · x` (`x` of `cols` values).
+    #[inline]
+    pub(crate) fn dot_row(&self, isa: Isa, r: usize, x: &[f32]) -> f32 {
+        let qs = &self.qs[r * self.cols..(r + 1) * self.cols];
+        let scales = &self.scales[r * self.cols / Q8_BLOCK..(r + 1) * self.cols / Q8_BLOCK];
+        #[cfg(target_arch = "x86_64")]
+        if isa != Isa::Scalar {
+            // SAFETY: as in `dequant_range`.
+            return unsafe { dot_avx2(qs, scales, x) };
+        }
+        let _ = isa;
+        let mut acc = 0f32;
+        for ((q, d), xb) in qs
+            .chunks_exact(Q8_BLOCK)
+            .zip(scales)
+            .zip(x.chunks_exact(Q8_BLOCK))
+        {
+            for (&q, &xv) in q.iter().zip(xb) {
+                acc += d * f32::from(q) * xv;
+            }
+        }
+        acc
+    }
+}
+
+/// `out[i] = d · q` for element `start + i`, block run by block run (the loop the
+/// SIMD build vectorizes too).
+#[inline(always)]
+fn dequant_runs(qs: &[i8], scales: &[f32], start: usize, out: &mut [f32]) {
+    let mut i = 0;
+    while i < out.len() {
+        let block = (start + i) / Q8_BLOCK;
+        let end = ((block + 1) * Q8_BLOCK - start).min(out.len());
+        let d = scales[block];
+        for (o, &q) in out[i..end].iter_mut().zip(&qs[i..end]) {
+            *o = d * f32::from(q);
+        }
+        i = end;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dequant_avx2(qs: &[i8], scales: &[f32], start: usize, out: &mut [f32]) {
+    dequant_runs(qs, scales, start, out)
+}
+
+/// Block by block: widen 8 codes at a time, scale them, and accumulate `w · x` in
+/// four lanes of eight.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(qs: &[i8], scales: &[f32], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for ((q, &d), xb) in qs
+        .chunks_exact(Q8_BLOCK)
+        .zip(scales)
+        .zip(x.chunks_exact(Q8_BLOCK))
+    {
+        let dv = _mm256_set1_ps(d);
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: 32 codes and 32 floats in each chunk; 8 read at offset 8·j.
+            unsafe {
+                let c = _mm_loadl_epi64(q.as_ptr().add(8 * j) as *const __m128i);
+                let w = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)));
+                *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(xb.as_ptr().add(8 * j)), *a);
+            }
+        }
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    super::x86::hsum256(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+        let qs = (0..rows * cols)
+            .map(|i| ((i * 37 + 11) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let scales = (0..rows * cols / Q8_BLOCK)
+            .map(|b| 1e-3 * (1 + b % 7) as f32)
+            .collect();
+        (qs, scales)
+    }
+
+    #[test]
+    fn ranges_and_dots_agree_on_every_isa() {
+        let (rows, cols) = (5, 96);
+        let (qs, sc) = weight(rows, cols);
+        let w = Q8Weight::new(&qs, &sc, rows, cols).unwrap();
+        let want: Vec<f32> = (0..rows * cols)
+            .map(|e| sc[e / Q8_BLOCK] * f32::from(qs[e]))
+            .collect();
+        let x: Vec<f32> = (0..cols).map(|k| (k as f32 - 40.0) / 17.0).collect();
+        for isa in Isa::all_available() {
+            // Unaligned starts and lengths crossing blocks.
+            for (start, len) in [(0, 480), (3, 61), (31, 2), (64, 32), (100, 0)] {
+                let mut out = vec![f32::NAN; len];
+                w.dequant_range(isa, start, &mut out);
+                assert_eq!(out, want[start..start + len], "{isa:?} {start}+{len}");
+            }
+            for r in 0..rows {
+                let exact: f64 = (0..cols)
+                    .map(|k| f64::from(want[r * cols + k]) * f64::from(x[k]))
+                    .sum();
+                let got = w.dot_row(isa, r, &x);
+                assert!((f64::from(got) - exact).abs() < 1e-5, "{isa:?} row {r}");
+            }
+        }
+    }
+
+    /// The products through the 8-bit source equal, bit for bit, the f32 products
+    /// of the expanded table through the same kernels (the blocked GEMM packs the
+    /// same values); the batch-1 row dot products agree to rounding.
+    #[test]
+    fn products_equal_the_expanded_tables() {
+        use crate::kernels::{
+            gather_rows_q8, matmul_kn_f32, matmul_nn_q8, matmul_nt_f32, matmul_nt_q8,
+        };
+        let (rows, cols) = (70, 96);
+        let (qs, sc) = weight(rows, cols);
+        let w = Q8Weight::new(&qs, &sc, rows, cols).unwrap();
+        let mut dense = vec![0f32; rows * cols];
+        gather_rows_q8(&w, &(0..rows).collect::<Vec<_>>(), &mut dense, Isa::Scalar).unwrap();
+        for isa in Isa::all_available() {
+            for m in [1, 3, 4, 13] {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)
+                    .collect();
+                let (mut a, mut b) = (vec![0f32; m * rows], vec![0f32; m * rows]);
+                matmul_nt_q8(&x, m, &w, &mut a, isa, 2).unwrap();
+                matmul_nt_f32(&x, m, &dense, rows, cols, &mut b, isa, 2).unwrap();
+                if m >= 4 {
+                    assert_eq!(a, b, "{isa:?} nt m={m}");
+                } else {
+                    for (p, q) in a.iter().zip(&b) {
+                        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{isa:?} m={m}");
+                    }
+                }
+                let dy: Vec<f32> = (0..m * rows)
+                    .map(|i| ((i * 5 % 19) as f32 - 9.0) / 7.0)
+                    .collect();
+                let (mut a, mut b) = (vec![0f32; m * cols], vec![0f32; m * cols]);
+                matmul_nn_q8(&dy, m, &w, &mut a, isa, 2).unwrap();
+                matmul_kn_f32(&dy, m, &dense, rows, cols, &mut b, isa, 2).unwrap();
+                assert_eq!(a, b, "{isa:?} nn m={m}");
+            }
+        }
+        let mut one = vec![0f32; 2 * cols];
+        gather_rows_q8(&w, &[69, 0], &mut one, Isa::detect()).unwrap();
+        assert_eq!(one[..cols], dense[69 * cols..]);
+        assert_eq!(one[cols..], dense[..cols]);
+        let err = gather_rows_q8(&w, &[70], &mut one[..cols], Isa::detect()).unwrap_err();
+        assert!(err.to_string().contains("row id"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let (qs, sc) = weight(2, 64);
+        assert!(Q8Weight::new(&qs, &sc, 2, 64).is_ok());
+        assert!(Q8Weight::new(&qs[..64 * 2 - 32], &sc, 2, 64).is_err());
+        assert!(Q8Weight::new(&qs, &sc[..3], 2, 64).is_err());
+        let err = Q8Weight::new(&qs, &sc, 4, 32 + 16).unwrap_err();
+        assert!(err.to_string().contains("multiple of 32"), "{err}");
+    }
+}
