@@ -325,9 +325,68 @@ fn decode_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// SmolLM2's tied LM head `[49152, 576]` kept in GGUF's 8-bit `Q8_0` form (30 MB)
+/// against the same values as an f32 table (113 MB), through the same kernels: batch 1
+/// (a generation step), 1,024 rows (a 32 × 32 forward) and the input gradient at 256
+/// rows (training's supervised positions).
+fn lm_head_q8(c: &mut Criterion) {
+    use bioalign_quant::kernels::{Q8_BLOCK, Q8Weight};
+    let isa = Isa::detect();
+    let mut g = config(c);
+    let (rows, cols) = (49152, 576);
+    let w = weights(rows * cols);
+    let mut qs = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / Q8_BLOCK);
+    for b in w.chunks_exact(Q8_BLOCK) {
+        let d = b.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        scales.push(d);
+        qs.extend(
+            b.iter()
+                .map(|v| if d == 0.0 { 0 } else { (v / d).round() as i8 }),
+        );
+    }
+    let q8 = Q8Weight::new(&qs, &scales, rows, cols).expect("q8");
+    let dense: Vec<f32> = qs
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| scales[i / Q8_BLOCK] * f32::from(q))
+        .collect();
+    let label = "smollm2_lm_head_49152x576";
+    for m in [1usize, 1024] {
+        let x = weights(m * cols);
+        let mut y = vec![0f32; m * rows];
+        g.throughput(Throughput::Elements((2 * m * rows * cols) as u64));
+        let name = if m == 1 { "gemv" } else { "gemm1024" };
+        g.bench_function(BenchmarkId::new(format!("{name}_q8"), label), |b| {
+            b.iter(|| kernels::matmul_nt_q8(black_box(&x), m, &q8, &mut y, isa, 0).expect("mm"));
+        });
+        g.bench_function(BenchmarkId::new(format!("{name}_f32"), label), |b| {
+            b.iter(|| {
+                kernels::matmul_nt_f32(black_box(&x), m, &dense, rows, cols, &mut y, isa, 0)
+                    .expect("mm")
+            });
+        });
+    }
+    let m = 256;
+    let dy = weights(m * rows);
+    let mut dx = vec![0f32; m * cols];
+    g.throughput(Throughput::Elements((2 * m * rows * cols) as u64));
+    g.bench_function(BenchmarkId::new("input_grad256_q8", label), |b| {
+        b.iter(|| kernels::matmul_nn_q8(black_box(&dy), m, &q8, &mut dx, isa, 0).expect("mm"));
+    });
+    g.bench_function(BenchmarkId::new("input_grad256_f32", label), |b| {
+        b.iter(|| {
+            kernels::matmul_kn_f32(black_box(&dy), m, &dense, rows, cols, &mut dx, isa, 0)
+                .expect("mm")
+        });
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     decode_step,
+    lm_head_q8,
     memcpy,
     dequantize_and_quantize,
     products,

@@ -13,8 +13,8 @@ use std::any::Any;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
-use burn_flex::Flex;
+use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor};
 
 use crate::kernels::{self, Isa};
 
@@ -58,25 +58,12 @@ pub fn try_flex_matmul<B: Backend>(
     }
     // A strided view (a transposed adapter matrix, say) is copied rather than handed
     // back: the same values then always take the same kernel and round the same way.
-    let wt = if wt.as_slice::<f32>().is_some() {
-        wt
-    } else {
-        wt.to_contiguous()
-    };
-    let ws = wt
-        .as_slice::<f32>()
-        .expect("f32, contiguous after the copy");
+    let wt = f32_contiguous(wt);
+    let ws = f32_slice(&wt);
     let xf: Tensor<Flex, 2> = same_type(x);
     let device = xf.device();
-    let xt = xf.into_primitive().tensor();
-    let xt = if xt.as_slice::<f32>().is_some() {
-        xt
-    } else {
-        xt.to_contiguous()
-    };
-    let xs = xt
-        .as_slice::<f32>()
-        .expect("f32 activations (the weight is f32), contiguous after the copy");
+    let xt = f32_contiguous(xf.into_primitive().tensor());
+    let xs = f32_slice(&xt);
     let mut y = vec![0f32; m * n];
     let isa = Isa::detect();
     match layout {
@@ -89,6 +76,28 @@ pub fn try_flex_matmul<B: Backend>(
         &device,
     )));
     Ok(same_type(out))
+}
+
+/// `t` as a contiguous f32 tensor whose values [`f32_slice`] borrows: `t` itself when
+/// it already is one (read in place: `into_data` would copy a buffer the autodiff graph
+/// shares, then copy it again to align it), else a copy.
+pub fn f32_contiguous(t: FlexTensor) -> FlexTensor {
+    if t.dtype() != DType::F32 {
+        let shape = t.shape();
+        let v = t.into_data().convert::<f32>().into_vec::<f32>();
+        return FlexTensor::from_data(TensorData::new(v.expect("f32 after convert"), shape));
+    }
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The values of a tensor made by [`f32_contiguous`].
+pub fn f32_slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("an f32 tensor made contiguous by `f32_contiguous`")
 }
 
 /// Whether `B` is burn-flex, plain or under autodiff (with or without gradient

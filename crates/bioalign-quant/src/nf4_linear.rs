@@ -20,7 +20,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use crate::kernels::{self, Isa, Nf4Weight};
 use crate::{Error, Quantized4bit, Result};
@@ -159,16 +159,13 @@ fn flex_product(
 ) -> FloatTensor<burn_flex::Flex> {
     type F = burn_flex::Flex;
     let device = F::float_device(&x);
-    let t = Tensor::<F, 2>::from_primitive(TensorPrimitive::Float(x));
-    let [m, k] = t.dims();
+    let dims = x.shape();
+    let (m, k) = (dims[0], dims[1]);
     assert_eq!(k, k_in, "Nf4Linear: input features");
-    let xs = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data after convert");
+    let x = crate::dense::f32_contiguous(x);
+    let xs = crate::dense::f32_slice(&x);
     let mut y = vec![0f32; m * n_out];
-    kernel(&xs, m, &w.weight(), &mut y, Isa::detect(), 0).expect("shapes checked above");
+    kernel(xs, m, &w.weight(), &mut y, Isa::detect(), 0).expect("shapes checked above");
     F::float_from_data(TensorData::new(y, [m, n_out]), &device)
 }
 

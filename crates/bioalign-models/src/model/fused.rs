@@ -18,6 +18,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use bioalign_quant::Q8Packed;
+use bioalign_quant::dense::{f32_contiguous as contiguous, f32_slice as slice};
 
 use super::kernels::{self, AttentionDims, View};
 use burn::backend::autodiff::Autodiff;
@@ -175,30 +176,6 @@ fn same_type<T: Backend, B: Backend, const D: usize>(t: Tensor<T, D>) -> Tensor<
     *(Box::new(t) as Box<dyn Any>)
         .downcast::<Tensor<B, D>>()
         .expect("checked: same backend type")
-}
-
-/// `t` as a contiguous f32 tensor: itself when it already is one, else a copy.
-fn contiguous(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
-    if t.dtype() != DType::F32 {
-        let shape = t.shape();
-        let v = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(t))
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 after convert");
-        return FlexTensor::from_data(TensorData::new(v, shape));
-    }
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-/// The values of a tensor made by [`contiguous`], borrowed.
-fn slice(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("an f32 tensor made contiguous by `contiguous`")
 }
 
 /// `t` as a tensor a [`View`] can read: itself when it is f32 with non-negative
