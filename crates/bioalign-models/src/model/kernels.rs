@@ -402,6 +402,11 @@ fn weighted_sum<'a, const FMA: bool>(w: &[f32], row: impl Fn(usize) -> &'a [f32]
     while c0 + C <= d {
         let mut acc: [f32; C] = out[c0..c0 + C].try_into().expect("C values");
         for (j, &wj) in w.iter().enumerate() {
+            // Masked keys (probability exactly 0) and the zero half of a causal
+            // gradient column add nothing.
+            if wj == 0.0 {
+                continue;
+            }
             let r: &[f32; C] = row(j)[c0..c0 + C].try_into().expect("C values");
             for l in 0..C {
                 acc[l] = madd::<FMA>(wj, r[l], acc[l]);
@@ -684,7 +689,11 @@ fn backward_group<const FMA: bool>(
             let (qi, doi) = (a.q.row(bi, hh, i), a.dout.row(bi, hh, i));
             softmax_row::<FMA>(qi, a.k, bi, kvh, a.bias.row(bi, hh, i), a.scale, pi);
             // dP_j = dO_i · v_j; Δ = Σ_j P_j dP_j (= dO_i · O_i); dS_j = P_j (dP_j − Δ).
-            dots::<FMA>(doi, |j| a.v.row(bi, kvh, j), dsi);
+            // Keys past the last one with a non-zero probability (a causal row's
+            // future, trailing padding) get dS = 0 whatever dP is.
+            let live = pi.iter().rposition(|&p| p != 0.0).map_or(0, |l| l + 1);
+            dots::<FMA>(doi, |j| a.v.row(bi, kvh, j), &mut dsi[..live]);
+            dsi[live..].fill(0.0);
             let delta: f32 = pi.iter().zip(dsi.iter()).map(|(p, dp)| p * dp).sum();
             for (dsj, &pj) in dsi.iter_mut().zip(pi.iter()) {
                 *dsj = pj * (*dsj - delta);
