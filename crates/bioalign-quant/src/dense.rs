@@ -161,6 +161,16 @@ mod tests {
     }
 
     #[test]
+    fn cpu_backends_are_recognized() {
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        assert!(is_cpu_backend::<Flex>());
+        assert!(is_cpu_backend::<Autodiff<Flex>>());
+        assert!(is_cpu_backend::<Autodiff<Flex, BalancedCheckpointing>>());
+        // Autodiff over autodiff is not a backend these kernels read.
+        assert!(!is_cpu_backend::<Autodiff<Autodiff<Flex>>>());
+    }
+
+    #[test]
     fn other_cases_hand_the_input_back() {
         let x = t::<Flex>(&data(3 * 8, 3), [3, 8]);
         let w = t::<Flex>(&data(8 * 5, 5), [8, 5]);

@@ -249,11 +249,7 @@ pub fn matmul_nt(
     isa: Isa,
     threads: usize,
 ) -> Result<()> {
-    check_mm(x, m, w.rows, w.cols, y)?;
-    let isa = isa.checked();
-    let src = WeightSource::Nf4(*w);
-    run_matmul(x, m, &src, w.rows, w.cols, y, isa, threads);
-    Ok(())
+    checked_product(x, m, WeightSource::Nf4(*w), w.rows, w.cols, y, isa, threads)
 }
 
 /// The same product with a plain f32 weight `[rows, cols]`: the baseline the
@@ -272,10 +268,16 @@ pub fn matmul_nt_f32(
     if w.len() != rows * cols {
         return Err(Error::shape("f32 weight", rows * cols, w.len()));
     }
-    check_mm(x, m, rows, cols, y)?;
-    let src = WeightSource::F32 { w, cols };
-    run_matmul(x, m, &src, rows, cols, y, isa.checked(), threads);
-    Ok(())
+    checked_product(
+        x,
+        m,
+        WeightSource::F32 { w, cols },
+        rows,
+        cols,
+        y,
+        isa,
+        threads,
+    )
 }
 
 /// Fused `y = x · dequant(W)`, the input gradient of `x · dequant(W)ᵀ`: `x` is
@@ -291,10 +293,16 @@ pub fn matmul_nn(
     threads: usize,
 ) -> Result<()> {
     // `y = x · Vᵀ` with `V = Wᵀ`: `V` has `cols` rows of `rows` values.
-    check_mm(x, m, w.cols, w.rows, y)?;
-    let src = WeightSource::Nf4T(*w);
-    run_matmul(x, m, &src, w.cols, w.rows, y, isa.checked(), threads);
-    Ok(())
+    checked_product(
+        x,
+        m,
+        WeightSource::Nf4T(*w),
+        w.cols,
+        w.rows,
+        y,
+        isa,
+        threads,
+    )
 }
 
 /// `y = x · W` for a plain f32 `W` `[cols, n]` (burn's `[in, out]` layout of a
@@ -314,10 +322,7 @@ pub fn matmul_kn_f32(
     if w.len() != cols * n {
         return Err(Error::shape("f32 weight [cols, n]", cols * n, w.len()));
     }
-    check_mm(x, m, n, cols, y)?;
-    let src = WeightSource::F32Kn { w, n };
-    run_matmul(x, m, &src, n, cols, y, isa.checked(), threads);
-    Ok(())
+    checked_product(x, m, WeightSource::F32Kn { w, n }, n, cols, y, isa, threads)
 }
 
 /// `y = x · Wᵀ` for a [`Q8Weight`] `W` `[rows, cols]` (a tied LM head kept in
@@ -332,10 +337,16 @@ pub fn matmul_nt_q8(
     isa: Isa,
     threads: usize,
 ) -> Result<()> {
-    check_mm(x, m, w.rows(), w.cols(), y)?;
-    let src = WeightSource::Q8(*w);
-    run_matmul(x, m, &src, w.rows(), w.cols(), y, isa.checked(), threads);
-    Ok(())
+    checked_product(
+        x,
+        m,
+        WeightSource::Q8(*w),
+        w.rows(),
+        w.cols(),
+        y,
+        isa,
+        threads,
+    )
 }
 
 /// `y = x · W` for a [`Q8Weight`] `W` `[rows, cols]`, the input gradient of
@@ -348,10 +359,16 @@ pub fn matmul_nn_q8(
     isa: Isa,
     threads: usize,
 ) -> Result<()> {
-    check_mm(x, m, w.cols(), w.rows(), y)?;
-    let src = WeightSource::Q8T(*w);
-    run_matmul(x, m, &src, w.cols(), w.rows(), y, isa.checked(), threads);
-    Ok(())
+    checked_product(
+        x,
+        m,
+        WeightSource::Q8T(*w),
+        w.cols(),
+        w.rows(),
+        y,
+        isa,
+        threads,
+    )
 }
 
 /// Rows `ids` of a [`Q8Weight`] as f32, one after another (`out` `[ids.len(), cols]`):
@@ -368,6 +385,24 @@ pub fn gather_rows_q8(w: &Q8Weight<'_>, ids: &[usize], out: &mut [f32], isa: Isa
         }
         w.dequant_range(isa, id * cols, o);
     }
+    Ok(())
+}
+
+/// `y = x · Vᵀ` (`V` `[rows, cols]` from `src`) after checking the lengths of `x`
+/// and `y`.
+#[allow(clippy::too_many_arguments)]
+fn checked_product(
+    x: &[f32],
+    m: usize,
+    src: WeightSource<'_>,
+    rows: usize,
+    cols: usize,
+    y: &mut [f32],
+    isa: Isa,
+    threads: usize,
+) -> Result<()> {
+    check_mm(x, m, rows, cols, y)?;
+    run_matmul(x, m, &src, rows, cols, y, isa.checked(), threads);
     Ok(())
 }
 
