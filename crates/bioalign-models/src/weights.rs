@@ -48,7 +48,8 @@ pub trait WeightSource {
 pub struct LoadOptions {
     /// Quantize dense projection weights to NF4 while loading (block 64, double
     /// quantization, as transformers' `load_in_4bit=True` with QLoRA's settings).
-    /// Embeddings, norms and `lm_head` stay f32. Weights already stored in 4 bits are
+    /// Embeddings, norms and `lm_head` are not quantized (an 8-bit GGUF embedding stays
+    /// 8-bit, see `dense_embeddings`). Weights already stored in 4 bits are
     /// loaded in 4 bits whatever this says.
     pub load_in_4bit: bool,
     /// Expand a token embedding stored in 8 bits (GGUF `Q8_0`, as llama.cpp writes
