@@ -59,6 +59,28 @@ fn input_gradient_mismatch(
     None
 }
 
+/// The first element of `y = x · Wᵀ` (`x` `[m, cols]`, `W` `[rows, cols]`) off the
+/// plain triple loop by more than [`tolerance`], described.
+fn naive_mismatch(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    y: &[f32],
+) -> Option<String> {
+    for i in 0..m {
+        for j in 0..rows {
+            let want: f32 = (0..cols).map(|k| x[i * cols + k] * w[j * cols + k]).sum();
+            let got = y[i * rows + j];
+            if (got - want).abs() > tolerance(x, w, cols, i, j) {
+                return Some(format!("y[{i}][{j}] {got} vs {want}"));
+            }
+        }
+    }
+    None
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -73,6 +95,11 @@ proptest! {
         let x: Vec<f32> = (0..m * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
         let mut y_ref = vec![0f32; m * rows];
         kernels::matmul_nt(&x, m, &w, &mut y_ref, Isa::Scalar, 1).unwrap();
+        // The scalar path runs the same blocking as the SIMD ones: check it
+        // against the plain triple loop over the dequantized weight first.
+        if let Some(bad) = naive_mismatch(&x, m, &reference, rows, cols, &y_ref) {
+            prop_assert!(false, "scalar {bad}");
+        }
         for isa in Isa::all_available() {
             let mut out = vec![0f32; n];
             kernels::dequantize_f32(&w, &mut out, isa, 3).unwrap();
@@ -147,8 +174,9 @@ proptest! {
     }
 }
 
-/// Many `64 × 256` tiles, ragged last tiles, and (past 2^20 weights) a split
-/// over threads, for the row-dot (m = 1) and the tiled (m = 9) paths.
+/// Many packed blocks, ragged last panels (1100 rows = 34 pairs of 16-column panels
+/// and 12 columns), and (past 2^20 weights) a split over threads, for the row-dot
+/// (m = 1) and the blocked (m = 9) paths.
 #[test]
 fn multi_tile_product_matches_scalar() -> Result<(), bioalign_quant::Error> {
     for m in [1, 9] {
@@ -178,6 +206,9 @@ fn multi_tile(m: usize) -> Result<(), bioalign_quant::Error> {
         .collect();
     let mut y_ref = vec![0f32; m * rows];
     kernels::matmul_nt(&x, m, &w, &mut y_ref, Isa::Scalar, 1)?;
+    if let Some(bad) = naive_mismatch(&x, m, &deq, rows, cols, &y_ref) {
+        panic!("scalar {bad}");
+    }
     for isa in Isa::all_available() {
         for threads in [1, 2, 3] {
             let mut y = vec![0f32; m * rows];

@@ -1,4 +1,5 @@
-//! The cache-blocked product `y = x · Vᵀ` on AVX2 (BLIS's loop order).
+//! The cache-blocked product `y = x · Vᵀ` (BLIS's loop order), for every
+//! instruction set: AVX-512, AVX2 and the portable scalar micro-kernel.
 //!
 //! Threads own disjoint ranges of output columns (rows of `V`), or, when `x` has
 //! more rows than `V` (a projection to few features over many tokens), disjoint
@@ -6,18 +7,21 @@
 //! block of `V`, up to [`KB`] deep and [`NB`] wide, into panels of [`NR`] columns
 //! (`panel[k][j]`, 18 KiB: it stays in L1 while the micro-kernel sweeps a pass
 //! of [`MB`] rows of `x`, themselves packed into micro-panels of [`MR`] rows and
-//! kept in L2), dequantizing NF4 on the way. The `6 × 16` micro-kernel keeps its
-//! twelve accumulators in registers over the whole depth and adds them into `y`
-//! once, so nothing is staged in between.
+//! kept in L2), dequantizing NF4 on the way. The micro-kernel (`6 × 16` on AVX2,
+//! `6 × 32` over two adjacent panels on AVX-512) keeps its accumulators in
+//! registers over the whole depth and adds them into `y` once, so nothing is
+//! staged in between.
 //!
-//! The earlier tiling (one `64 × 256` tile of `V`, four `6 × 16` passes over it,
-//! results staged through a row buffer and copied back per thread) ran at 60 to
-//! 118 GFLOP/s on a 2-core AVX2 EPYC; this one is measured in `benches/quant.rs`
+//! The earlier tiling (one `64 × 256` tile of `V`, `6 × 16` passes (`6 × 64` on
+//! AVX-512) reading `x` unpacked, results staged through a row buffer and copied
+//! back per thread) ran at 60 to 118 GFLOP/s on a 2-core AVX2 EPYC and took 1.18 s
+//! for SmolLM2's `[1024, 576] · [576, 49152]` LM head on a 2-core AVX-512 Xeon,
+//! where this one takes 0.26 s; both are measured in `benches/quant.rs`
 //! (`gemm512_*`, `input_grad256_*`, `dense1024_*`).
 
 use super::{Isa, WeightSource, thread_count};
 
-/// Columns of a packed panel: two AVX2 vectors.
+/// Columns of a packed panel: two AVX2 vectors, one AVX-512 vector.
 pub(crate) const NR: usize = 16;
 /// Rows of `x` per micro-kernel call.
 pub(crate) const MR: usize = 6;
@@ -126,9 +130,12 @@ fn columns(
                 for i0 in (r0..m).step_by(MB) {
                     let i1 = (i0 + MB).min(m);
                     pack_rows(x, cols, i0, i1, k0, kc, apack);
-                    for p in 0..nb.div_ceil(NR) {
-                        let nc = NR.min(nb - p * NR);
-                        let panel = &pack[p * KB * NR..p * KB * NR + kc * NR];
+                    // AVX-512 runs two panels (32 columns) per micro-kernel call.
+                    let step = if isa == Isa::Avx512 { 2 } else { 1 };
+                    for p in (0..nb.div_ceil(NR)).step_by(step) {
+                        let nc = (step * NR).min(nb - p * NR);
+                        let panel =
+                            &pack[p * KB * NR..(p * KB * NR + (nc - 1) / NR * KB * NR + kc * NR)];
                         for (q, i) in (i0..i1).step_by(MR).enumerate() {
                             let mr = MR.min(i1 - i);
                             let a = &apack[q * KB * MR..q * KB * MR + kc * MR];
@@ -191,8 +198,9 @@ fn pack_rows(
     }
 }
 
-/// `y[i][j] (+)= Σ_k a[k][i] · panel[k][j]` for `i < mr`, `j < nc` (`a` a packed
-/// micro-panel of [`MR`] rows).
+/// `y[i][j] (+)= Σ_k a[k][i] · panel[j / NR][k][j % NR]` for `i < mr`, `j < nc` (`a` a
+/// packed micro-panel of [`MR`] rows; `nc ≤ 2 · NR` on AVX-512, which reads the panel
+/// after this one, `KB · NR` further, `nc ≤ NR` otherwise).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn micro(
@@ -206,18 +214,31 @@ fn micro(
     nc: usize,
     accumulate: bool,
 ) {
-    debug_assert!(panel.len() >= kc * NR && a.len() >= kc * MR);
+    debug_assert!(panel.len() >= (nc - 1) / NR * KB * NR + kc * NR && a.len() >= kc * MR);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => {
+        Isa::Avx512 => super::x86::micro_6x32(
+            mr,
+            a.as_ptr(),
+            panel.as_ptr(),
+            KB * NR,
+            kc,
+            c,
+            ldc,
+            nc,
+            accumulate,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
             super::x86::micro_6x16(mr, a.as_ptr(), panel.as_ptr(), kc, c, ldc, nc, accumulate)
         }
         _ => {
             for i in 0..mr {
                 for j in 0..nc {
                     let mut acc = 0f32;
+                    let b = &panel[j / NR * KB * NR + j % NR..];
                     for k in 0..kc {
-                        acc += a[k * MR + i] * panel[k * NR + j];
+                        acc += a[k * MR + i] * b[k * NR];
                     }
                     // SAFETY: as in `columns`.
                     unsafe {

@@ -487,36 +487,11 @@ impl WeightSource<'_> {
             }
         }
     }
-
-    /// The packed tile `tile[k][j] = V[n0 + j][k0 + k]` for `k < kc`, `j < nc`
-    /// (the rest of the `KC × NC` buffer is zero).
-    fn fill_tile(&self, isa: Isa, n0: usize, nc: usize, k0: usize, kc: usize, tile: &mut [f32]) {
-        tile.iter_mut().for_each(|v| *v = 0.0);
-        match self {
-            // `V[n0 + j][k0 + k] = W[k0 + k][n0 + j]`: row `k0 + k` of `W` is contiguous.
-            WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } | WeightSource::Q8T(_) => {
-                for k in 0..kc {
-                    let dst = &mut tile[k * NC..k * NC + nc];
-                    self.column_run(isa, k0 + k, n0, dst);
-                }
-            }
-            _ => {
-                let mut row = [0f32; KC];
-                for j in 0..nc {
-                    self.row_slice(isa, n0 + j, k0, &mut row[..kc]);
-                    for (k, &v) in row[..kc].iter().enumerate() {
-                        tile[k * NC + j] = v;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Rows of `m` below which the product runs as row dot products.
 const GEMV_MAX_M: usize = 4;
-/// Tile of `W`: rows × columns dequantized (and transposed) at once.
-pub(crate) const NC: usize = 64;
+/// Depth of the scalar reference GEMV's dequantized row chunks.
 pub(crate) const KC: usize = 256;
 
 #[allow(clippy::too_many_arguments)]
@@ -545,26 +520,7 @@ fn run_matmul(
         }
         return;
     }
-    if isa == Isa::Avx2 {
-        blocked::gemm(isa, src, x, m, rows, cols, y, threads);
-        return;
-    }
-    let t = thread_count(
-        threads,
-        rows.div_ceil(NC).min(m * rows * cols / (1 << 22) + 1),
-    );
-    let per = rows.div_ceil(NC).div_ceil(t) * NC;
-    let mut parts: Vec<(usize, Vec<f32>)> = (0..rows).step_by(per).map(|r0| (r0, vec![])).collect();
-    par_chunks_mut(&mut parts, 1, |_, p| {
-        let r0 = p[0].0;
-        p[0].1 = gemm_rows(isa, src, x, m, cols, r0, (r0 + per).min(rows));
-    });
-    for (r0, part) in parts {
-        let width = part.len() / m;
-        for (yi, pi) in y.chunks_mut(rows).zip(part.chunks(width)) {
-            yi[r0..r0 + width].copy_from_slice(pi);
-        }
-    }
+    blocked::gemm(isa, src, x, m, rows, cols, y, threads);
 }
 
 /// `y[j] = x · W[r0 + j]` for `j < y.len()`.
@@ -583,55 +539,4 @@ fn gemv_rows(isa: Isa, src: &WeightSource<'_>, x: &[f32], r0: usize, y: &mut [f3
         }
         _ => scalar::gemv(src, x, r0, y),
     }
-}
-
-/// `[m, r1 - r0]` block of `y` for W rows `r0..r1`, tiled `NC × KC`.
-fn gemm_rows(
-    isa: Isa,
-    src: &WeightSource<'_>,
-    x: &[f32],
-    m: usize,
-    cols: usize,
-    r0: usize,
-    r1: usize,
-) -> Vec<f32> {
-    let width = r1 - r0;
-    let mut out = vec![0f32; m * width];
-    // Packed, transposed tile: tile[k][j] for k < KC, j < NC.
-    let mut tile = vec![0f32; KC * NC];
-    for n0 in (r0..r1).step_by(NC) {
-        let nc = NC.min(r1 - n0);
-        for k0 in (0..cols).step_by(KC) {
-            let kc = KC.min(cols - k0);
-            src.fill_tile(isa, n0, nc, k0, kc, &mut tile);
-            let ctx = TileCtx {
-                x,
-                cols,
-                k0,
-                kc,
-                tile: &tile,
-                out_col0: n0 - r0,
-                nc,
-                width,
-            };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => x86::tile_product(&ctx, m, &mut out),
-                _ => scalar::tile_product(&ctx, m, &mut out),
-            }
-        }
-    }
-    out
-}
-
-/// One packed tile and where its product goes.
-pub(crate) struct TileCtx<'a> {
-    pub(crate) x: &'a [f32],
-    pub(crate) cols: usize,
-    pub(crate) k0: usize,
-    pub(crate) kc: usize,
-    pub(crate) tile: &'a [f32],
-    pub(crate) out_col0: usize,
-    pub(crate) nc: usize,
-    pub(crate) width: usize,
 }

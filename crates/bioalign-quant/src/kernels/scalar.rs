@@ -1,6 +1,6 @@
 //! Scalar reference kernels.
 
-use super::{KC, NC, TileCtx, WeightSource};
+use super::{KC, WeightSource};
 use crate::kernels::Isa;
 
 /// `y[j] = x · W[r0 + j]`: dequantize the row, then a sequential dot product.
@@ -17,20 +17,5 @@ pub(super) fn gemv(src: &WeightSource<'_>, x: &[f32], r0: usize, y: &mut [f32]) 
             }
         }
         *yj = acc;
-    }
-}
-
-/// `out[i][c0 + j] += Σ_k x[i][k0 + k] · tile[k][j]`.
-pub(super) fn tile_product(ctx: &TileCtx<'_>, m: usize, out: &mut [f32]) {
-    for i in 0..m {
-        let xr = &ctx.x[i * ctx.cols + ctx.k0..i * ctx.cols + ctx.k0 + ctx.kc];
-        let o = &mut out[i * ctx.width + ctx.out_col0..i * ctx.width + ctx.out_col0 + ctx.nc];
-        for (j, oj) in o.iter_mut().enumerate() {
-            let mut acc = 0f32;
-            for (k, &xv) in xr.iter().enumerate() {
-                acc += xv * ctx.tile[k * NC + j];
-            }
-            *oj += acc;
-        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Isa, KC, NC, Nf4Weight, TileCtx};
+use super::{Isa, Nf4Weight};
 
 /// Dequantizes whole 32-element chunks starting at flat element `start` (a
 /// multiple of 32) into `out` (a multiple of 32 long).
@@ -396,62 +396,6 @@ fn dot_f32_256(a: &[f32], b: &[f32]) -> f32 {
     t
 }
 
-/// `out[i][c0 + j] += Σ_k x[i][k0 + k] · tile[k][j]` for all `m` rows (AVX-512;
-/// AVX2 runs the blocked product of `blocked.rs`).
-pub(super) fn tile_product(ctx: &TileCtx<'_>, m: usize, out: &mut [f32]) {
-    debug_assert!(ctx.tile.len() >= KC * NC);
-    let mut i = 0;
-    // SAFETY: AVX-512 checked by the caller through `Isa::available`.
-    unsafe {
-        while i + 6 <= m {
-            micro512::<6>(ctx, i, out);
-            i += 6;
-        }
-        while i < m {
-            micro512::<1>(ctx, i, out);
-            i += 1;
-        }
-    }
-}
-
-/// Adds `acc` (the full `NC` columns) to the first `nc` columns of `dst`.
-#[inline(always)]
-fn add_row(dst: &mut [f32], acc: &[f32; NC], nc: usize) {
-    for (d, a) in dst[..nc].iter_mut().zip(acc) {
-        *d += a;
-    }
-}
-
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::needless_range_loop)] // register-blocked: rows and vectors index accumulators
-fn micro512<const MR: usize>(ctx: &TileCtx<'_>, i0: usize, out: &mut [f32]) {
-    let mut acc = [[_mm512_setzero_ps(); 4]; MR];
-    let xs: [&[f32]; MR] = core::array::from_fn(|r| {
-        &ctx.x[(i0 + r) * ctx.cols + ctx.k0..(i0 + r) * ctx.cols + ctx.k0 + ctx.kc]
-    });
-    for k in 0..ctx.kc {
-        let t = &ctx.tile[k * NC..k * NC + NC];
-        // SAFETY: a tile row holds NC = 64 readable floats.
-        let wv: [__m512; 4] =
-            unsafe { core::array::from_fn(|v| _mm512_loadu_ps(t.as_ptr().add(16 * v))) };
-        for r in 0..MR {
-            let xb = _mm512_set1_ps(xs[r][k]);
-            for v in 0..4 {
-                acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
-            }
-        }
-    }
-    for (r, ar) in acc.iter().enumerate() {
-        let mut row = [0f32; NC];
-        for (v, av) in ar.iter().enumerate() {
-            // SAFETY: `row` has NC = 64 writable floats.
-            unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), *av) };
-        }
-        let o = (i0 + r) * ctx.width + ctx.out_col0;
-        add_row(&mut out[o..o + ctx.nc], &row, ctx.nc);
-    }
-}
-
 /// Dequantizes `out.len()` elements from flat element `start` with
 /// non-temporal 64-byte stores (no read-for-ownership of the destination),
 /// for outputs much larger than the caches. Same values as [`dequant_chunks`].
@@ -625,6 +569,92 @@ unsafe fn micro<const MR: usize>(
                     let o = cr.add(j);
                     *o = if accumulate { *o + t } else { *t };
                 }
+            }
+        }
+    }
+}
+
+/// The `mr × 32` AVX-512 micro-kernel (`mr ≤ 6`) of the blocked product over two
+/// adjacent 16-column panels, `b` and `b + stride`: `c[i][j] (+)= Σ_k a[k·6 + i] ·
+/// panel[j / 16][k·16 + j % 16]` for `j < nc` (`nc ≤ 32`; the second panel is read only
+/// when `nc > 16`). Twelve 16-wide accumulators cover the FMA latency of two 512-bit
+/// FMA units, and each broadcast of `x` feeds two FMAs.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn micro_6x32(
+    mr: usize,
+    a: *const f32,
+    b: *const f32,
+    stride: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    debug_assert!(nc <= 32);
+    // SAFETY: AVX-512F was detected by the caller; the caller checked that `a`
+    // holds `kc × 6` values, `b` `kc × 16` values (and `b + stride` as many when
+    // `nc > 16`), and that `c` addresses `mr` rows of `nc` writable values `ldc` apart.
+    unsafe {
+        match mr {
+            6 => micro512x2::<6>(a, b, stride, kc, c, ldc, nc, accumulate),
+            5 => micro512x2::<5>(a, b, stride, kc, c, ldc, nc, accumulate),
+            4 => micro512x2::<4>(a, b, stride, kc, c, ldc, nc, accumulate),
+            3 => micro512x2::<3>(a, b, stride, kc, c, ldc, nc, accumulate),
+            2 => micro512x2::<2>(a, b, stride, kc, c, ldc, nc, accumulate),
+            1 => micro512x2::<1>(a, b, stride, kc, c, ldc, nc, accumulate),
+            _ => unreachable!("micro-kernel rows: {mr}"),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn micro512x2<const MR: usize>(
+    a: *const f32,
+    b: *const f32,
+    stride: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): bounds as stated by `micro_6x32`'s caller; with
+    // `nc <= 16` the second panel is `b` itself, so nothing past it is read.
+    unsafe {
+        let b1p = if nc > 16 { b.add(stride) } else { b };
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for k in 0..kc {
+            let ak = a.add(k * 6);
+            let b0 = _mm512_loadu_ps(b.add(k * 16));
+            let b1 = _mm512_loadu_ps(b1p.add(k * 16));
+            for r in 0..MR {
+                let av = _mm512_set1_ps(*ak.add(r));
+                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+        let m0: __mmask16 = if nc >= 16 { 0xffff } else { (1u16 << nc) - 1 };
+        let m1: __mmask16 = if nc >= 32 {
+            0xffff
+        } else {
+            (1u16 << nc.saturating_sub(16)) - 1
+        };
+        for r in 0..MR {
+            let cr = c.add(r * ldc);
+            let mut v0 = acc[r][0];
+            if accumulate {
+                v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
+            }
+            _mm512_mask_storeu_ps(cr, m0, v0);
+            if nc > 16 {
+                let c1 = cr.add(16);
+                let mut v1 = acc[r][1];
+                if accumulate {
+                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c1), v1);
+                }
+                _mm512_mask_storeu_ps(c1, m1, v1);
             }
         }
     }
