@@ -5,9 +5,10 @@
 //!
 //! Every loop is plain Rust, compiled twice: for the baseline target and, chosen at
 //! run time, with AVX2 + FMA enabled (wider vectors). The elementwise kernels round
-//! the same way in both builds (no fused multiply-adds); the attention products use
-//! fused multiply-adds in the AVX2 build only, so, like the matrix products, their
-//! last bits depend on the CPU (results are reproducible on one machine).
+//! the same way in both builds (no fused multiply-adds); the attention products run
+//! through bioalign-quant's blocked kernels, which use fused multiply-adds on AVX2 and
+//! AVX-512, so, like the projections, their last bits depend on the CPU (results are
+//! reproducible on one machine).
 
 use rayon::prelude::*;
 
@@ -298,147 +299,11 @@ pub(crate) fn rope(x: View<'_>, cos: View<'_>, sin: View<'_>, inverse: bool, out
     );
 }
 
-/// `a · b + c`, fused (one rounding) in the AVX2 + FMA build, two roundings in the
-/// baseline one (where a fused multiply-add would be a slow library call).
+/// One query row's probabilities `softmax(p_j · scale + bias_j)` in place, `p`
+/// holding the row's dot products `q · k_j` on entry. A row whose every score is
+/// `-inf` gets all zeros; a NaN score makes the whole row NaN.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
-/// `out[j] = x · row(j)` for `j < out.len()`, four rows at a time (`x` stays in
-/// registers, each row is read once).
-#[inline(always)]
-fn dots<'a, const FMA: bool>(x: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
-    let d = x.len();
-    let body = d / 8 * 8;
-    let reduce = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-    let mut j = 0;
-    #[cfg(target_arch = "x86_64")]
-    if FMA && body == d {
-        while j + 4 <= out.len() {
-            let r = [row(j), row(j + 1), row(j + 2), row(j + 3)];
-            // SAFETY: `FMA` is only set by `dispatch_fma!` after detecting AVX2 and
-            // FMA; the four rows hold `d` values each (`View::row`), like `x`.
-            let v = unsafe { x86::dot4(x, r) };
-            out[j..j + 4].copy_from_slice(&v);
-            j += 4;
-        }
-    }
-    while j + 4 <= out.len() {
-        let r = [row(j), row(j + 1), row(j + 2), row(j + 3)];
-        let mut acc = [[0f32; 8]; 4];
-        for c in (0..body).step_by(8) {
-            let xv: &[f32; 8] = x[c..c + 8].try_into().expect("8 values");
-            for u in 0..4 {
-                let rv: &[f32; 8] = r[u][c..c + 8].try_into().expect("8 values");
-                for l in 0..8 {
-                    acc[u][l] = madd::<FMA>(xv[l], rv[l], acc[u][l]);
-                }
-            }
-        }
-        for u in 0..4 {
-            let mut v = reduce(acc[u]);
-            for c in body..d {
-                v = madd::<FMA>(x[c], r[u][c], v);
-            }
-            out[j + u] = v;
-        }
-        j += 4;
-    }
-    for (jj, o) in out.iter_mut().enumerate().skip(j) {
-        let r = row(jj);
-        let mut acc = [0f32; 8];
-        for c in (0..body).step_by(8) {
-            for l in 0..8 {
-                acc[l] = madd::<FMA>(x[c + l], r[c + l], acc[l]);
-            }
-        }
-        let mut v = reduce(acc);
-        for c in body..d {
-            v = madd::<FMA>(x[c], r[c], v);
-        }
-        *o = v;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// `[x · r[0], .., x · r[3]]` for `x.len()` a multiple of 8 and rows at least as
-    /// long; the caller has checked that the CPU has AVX2 and FMA.
-    #[inline(always)]
-    pub(super) unsafe fn dot4(x: &[f32], r: [&[f32]; 4]) -> [f32; 4] {
-        debug_assert!(x.len().is_multiple_of(8) && r.iter().all(|r| r.len() >= x.len()));
-        // SAFETY: every load reads 8 values at `c < x.len()`, inside `x` and each row.
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for c in (0..x.len()).step_by(8) {
-                let xv = _mm256_loadu_ps(x.as_ptr().add(c));
-                for u in 0..4 {
-                    acc[u] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r[u].as_ptr().add(c)), acc[u]);
-                }
-            }
-            // [a0, a1, a2, a3] summed within each lane half, then the halves added.
-            let s = _mm256_hadd_ps(
-                _mm256_hadd_ps(acc[0], acc[1]),
-                _mm256_hadd_ps(acc[2], acc[3]),
-            );
-            let v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-            let mut out = [0f32; 4];
-            _mm_storeu_ps(out.as_mut_ptr(), v);
-            out
-        }
-    }
-}
-
-/// `out += Σ_j w[j] · row(j)` over `j < w.len()`, 32 columns at a time (the partial
-/// sums stay in registers while the rows stream by).
-#[inline(always)]
-fn weighted_sum<'a, const FMA: bool>(w: &[f32], row: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
-    const C: usize = 32;
-    let d = out.len();
-    let mut c0 = 0;
-    while c0 + C <= d {
-        let mut acc: [f32; C] = out[c0..c0 + C].try_into().expect("C values");
-        for (j, &wj) in w.iter().enumerate() {
-            // Masked keys (probability exactly 0) and the zero half of a causal
-            // gradient column add nothing.
-            if wj == 0.0 {
-                continue;
-            }
-            let r: &[f32; C] = row(j)[c0..c0 + C].try_into().expect("C values");
-            for l in 0..C {
-                acc[l] = madd::<FMA>(wj, r[l], acc[l]);
-            }
-        }
-        out[c0..c0 + C].copy_from_slice(&acc);
-        c0 += C;
-    }
-    for (c, o) in out.iter_mut().enumerate().skip(c0) {
-        let mut acc = *o;
-        for (j, &wj) in w.iter().enumerate() {
-            acc = madd::<FMA>(wj, row(j)[c], acc);
-        }
-        *o = acc;
-    }
-}
-
-/// One query row's probabilities `softmax(q · k_j · scale + bias_j)` in `p` (length
-/// `t`). A row whose every score is `-inf` gets all zeros; a NaN score makes the
-/// whole row NaN.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn softmax_row<const FMA: bool>(
-    q: &[f32],
-    k: &View<'_>,
-    bi: usize,
-    kvh: usize,
-    bias: &[f32],
-    scale: f32,
-    p: &mut [f32],
-) {
-    dots::<FMA>(q, |j| k.row(bi, kvh, j), p);
+fn softmax_scores(p: &mut [f32], bias: &[f32], scale: f32) {
     let mut m = f32::NEG_INFINITY;
     for (pj, &b) in p.iter_mut().zip(bias) {
         let v = *pj * scale + b;
@@ -452,23 +317,25 @@ fn softmax_row<const FMA: bool>(
         p.fill(0.0);
         return;
     }
+    if m.is_nan() {
+        p.fill(f32::NAN);
+        return;
+    }
+    // Scores more than 88 below the maximum (masked keys: a causal row's future,
+    // padding) have probability exactly 0 (`expf` gives 0 below -87.3), so the `exp`
+    // stops at the last key above that.
+    let live = p.iter().rposition(|&v| v - m >= -88.0).map_or(0, |l| l + 1);
+    let (head, tail) = p.split_at_mut(live);
+    tail.fill(0.0);
     let mut sum = 0f32;
-    for pj in p.iter_mut() {
+    for pj in head.iter_mut() {
         *pj = expf(*pj - m);
         sum += *pj;
     }
     let inv = 1.0 / sum;
-    for pj in p.iter_mut() {
+    for pj in head.iter_mut() {
         *pj *= inv;
     }
-}
-
-/// Runs `$f::<true>(args)` (fused multiply-adds, compiled with AVX2 + FMA) when the
-/// CPU has them, else `$f::<false>(args)`.
-macro_rules! dispatch_fma {
-    ($f:ident ( $($arg:expr),* $(,)? )) => {
-        simd!($f::<true>($($arg),*), $f::<false>($($arg),*))
-    };
 }
 
 /// `f(scratch, row, out_row)` over the rows of `out` (`width` values each), in
@@ -530,9 +397,84 @@ impl AttentionDims {
     }
 }
 
+/// The rows of one (batch row, key/value head) task, copied contiguous so that the
+/// blocked products of bioalign-quant can run on them.
+struct Group<'v, 'a> {
+    bi: usize,
+    kvh: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    s: usize,
+    t: usize,
+    d: usize,
+    scale: f32,
+    bias: &'v View<'a>,
+}
+
+impl Group<'_, '_> {
+    /// Rows `0..n` of head `hh` (of batch row `bi`) of `v`, one after another.
+    fn gather(&self, v: &View<'_>, heads: std::ops::Range<usize>, n: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(heads.len() * n * self.d);
+        for hh in heads {
+            for i in 0..n {
+                out.extend_from_slice(v.row(self.bi, hh, i));
+            }
+        }
+        out
+    }
+
+    /// The query heads of this key/value head.
+    fn heads(&self) -> std::ops::Range<usize> {
+        self.kvh * self.group..(self.kvh + 1) * self.group
+    }
+
+    /// The probabilities `P` `[group · s, t]` of the group's queries `qg` against
+    /// the keys `k` `[t, d]`: one blocked product `qg · kᵀ`, then a softmax per row.
+    fn probabilities(&self, qg: &[f32], k: &[f32]) -> Vec<f32> {
+        let (gs, t) = (self.group * self.s, self.t);
+        let mut p = vec![0f32; gs * t];
+        product_nt(qg, gs, k, t, self.d, &mut p);
+        for (r, pr) in p.chunks_exact_mut(t).enumerate() {
+            let hh = self.kvh * self.group + r / self.s;
+            let bias = self.bias.row(self.bi, hh, r % self.s);
+            multiversion!(softmax_scores(pr, bias, self.scale));
+        }
+        p
+    }
+}
+
+/// `y = x · wᵀ` (`x` `[m, k]`, `w` `[n, k]`, `y` `[m, n]`) on the calling thread,
+/// through bioalign-quant's blocked kernel.
+fn product_nt(x: &[f32], m: usize, w: &[f32], n: usize, k: usize, y: &mut [f32]) {
+    use bioalign_quant::kernels::{Isa, matmul_nt_f32};
+    matmul_nt_f32(x, m, w, n, k, y, Isa::detect(), 1).expect("attention product shapes");
+}
+
+/// `y = x · w` (`x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`) on the calling thread.
+fn product_kn(x: &[f32], m: usize, w: &[f32], k: usize, n: usize, y: &mut [f32]) {
+    use bioalign_quant::kernels::{Isa, matmul_kn_f32};
+    matmul_kn_f32(x, m, w, k, n, y, Isa::detect(), 1).expect("attention product shapes");
+}
+
+/// `a` `[rows, cols]` transposed.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for (r, ar) in a.chunks_exact(cols).enumerate() {
+        for (c, &v) in ar.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
 /// Grouped-query attention `softmax(q·kᵀ·scale + bias)·v` for `q` `[b, h, s, d]`,
 /// `k`, `v` `[b, kv, t, d]` (query head `hh` reads key/value head
 /// `hh / (h / kv)`) and `bias` `[b or 1, h or 1, s, t]`. `out` holds `[b, s, h, d]`.
+///
+/// One task per (batch row, key/value head) stacks its query heads' rows and runs
+/// the two products `S = Q·Kᵀ` and `O = P·V` through bioalign-quant's blocked
+/// kernel (the per-row dot products that did this before ran at a tenth of its
+/// speed).
 pub(crate) fn attention_forward(
     q: View<'_>,
     k: View<'_>,
@@ -541,44 +483,53 @@ pub(crate) fn attention_forward(
     scale: f32,
     out: &mut [f32],
 ) {
-    let AttentionDims { b, h, s, t, d, .. } = AttentionDims::check(&q, &k, &v, &bias);
+    let AttentionDims { b, h, kv, s, t, d } = AttentionDims::check(&q, &k, &v, &bias);
     assert_eq!(out.len(), b * s * h * d, "attention output length");
-    par_out_rows(
-        out,
-        h * d,
-        || vec![0f32; t],
-        |p, row, o| dispatch_fma!(forward_row(&q, &k, &v, &bias, scale, row, o, p)),
-    );
-}
-
-/// Every head of query row `row` (`= bi · s + i`) into `o` `[h, d]`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn forward_row<const FMA: bool>(
-    q: &View<'_>,
-    k: &View<'_>,
-    v: &View<'_>,
-    bias: &View<'_>,
-    scale: f32,
-    row: usize,
-    o: &mut [f32],
-    p: &mut [f32],
-) {
-    let [_, h, s, d] = q.dims;
-    let group = h / k.dims[1];
-    let (bi, i) = (row / s, row % s);
-    for (hh, o) in o.chunks_exact_mut(d).enumerate() {
-        let kvh = hh / group;
-        softmax_row::<FMA>(q.row(bi, hh, i), k, bi, kvh, bias.row(bi, hh, i), scale, p);
-        o.fill(0.0);
-        weighted_sum::<FMA>(p, |j| v.row(bi, kvh, j), o);
+    if out.is_empty() {
+        return;
+    }
+    if t == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let group = h / kv;
+    let parts: Vec<Vec<f32>> = (0..b * kv)
+        .into_par_iter()
+        .map(|task| {
+            let g = Group {
+                bi: task / kv,
+                kvh: task % kv,
+                group,
+                s,
+                t,
+                d,
+                scale,
+                bias: &bias,
+            };
+            let qg = g.gather(&q, g.heads(), s);
+            let kk = g.gather(&k, g.kvh..g.kvh + 1, t);
+            let vv = g.gather(&v, g.kvh..g.kvh + 1, t);
+            let p = g.probabilities(&qg, &kk);
+            let mut o = qg;
+            product_kn(&p, group * s, &vv, t, d, &mut o);
+            o
+        })
+        .collect();
+    for (task, o) in parts.into_iter().enumerate() {
+        let (bi, kvh) = (task / kv, task % kv);
+        for (r, orow) in o.chunks_exact(d).enumerate() {
+            let (hh, i) = (kvh * group + r / s, r % s);
+            let at = ((bi * s + i) * h + hh) * d;
+            out[at..at + d].copy_from_slice(orow);
+        }
     }
 }
 
 /// The gradients of [`attention_forward`] for the output gradient `dout`
 /// `[b, h, s, d]`, recomputing the probabilities: `dq` `[b, s, h, d]`, `dk` and
 /// `dv` `[b, kv, t, d]`, and, when given, `dbias` `[b, h, s, t]` (the gradient of
-/// the broadcast bias, before any reduction over broadcast dimensions).
+/// the broadcast bias, before any reduction over broadcast dimensions). Keys with
+/// probability exactly 0 (masked) get `dS = 0`, whatever `dO · v` is.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     q: View<'_>,
@@ -607,6 +558,9 @@ pub(crate) fn attention_backward(
         dq.fill(0.0);
         dk.fill(0.0);
         dv.fill(0.0);
+        if let Some(db) = dbias {
+            db.fill(0.0);
+        }
         return;
     }
     let want_bias = dbias.is_some();
@@ -617,21 +571,44 @@ pub(crate) fn attention_backward(
         .zip(dv.par_chunks_mut(t * d))
         .enumerate()
         .map(|(task, (dk, dv))| {
-            let (bi, kvh) = (task / kv, task % kv);
-            let heads = Heads {
-                q: &q,
-                k: &k,
-                v: &v,
-                bias: &bias,
-                dout: &dout,
-                bi,
-                kvh,
+            let g = Group {
+                bi: task / kv,
+                kvh: task % kv,
+                group,
+                s,
+                t,
+                d,
                 scale,
+                bias: &bias,
             };
-            let mut dq = vec![0f32; group * s * d];
-            let mut ds = vec![0f32; group * s * t];
-            dispatch_fma!(backward_group(&heads, &mut dq, &mut ds, dk, dv));
-            (dq, if want_bias { ds } else { Vec::new() })
+            let gs = group * s;
+            let qg = g.gather(&q, g.heads(), s);
+            let dog = g.gather(&dout, g.heads(), s);
+            let kk = g.gather(&k, g.kvh..g.kvh + 1, t);
+            let vv = g.gather(&v, g.kvh..g.kvh + 1, t);
+            let p = g.probabilities(&qg, &kk);
+            // dP = dO · vᵀ; Δ_i = Σ_j P_ij dP_ij; dS_ij = P_ij (dP_ij − Δ_i).
+            let mut ds = vec![0f32; gs * t];
+            product_nt(&dog, gs, &vv, t, d, &mut ds);
+            for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                let delta: f32 = pr
+                    .iter()
+                    .zip(dsr.iter())
+                    .filter(|&(&pj, _)| pj != 0.0)
+                    .map(|(pj, dp)| pj * dp)
+                    .sum();
+                for (x, &pj) in dsr.iter_mut().zip(pr) {
+                    *x = if pj == 0.0 { 0.0 } else { pj * (*x - delta) };
+                }
+            }
+            // dq = scale · dS · k; dk = scale · dSᵀ · q; dv = Pᵀ · dO.
+            let mut dqg = vec![0f32; gs * d];
+            product_kn(&ds, gs, &kk, t, d, &mut dqg);
+            dqg.iter_mut().for_each(|x| *x *= scale);
+            product_kn(&transpose(&ds, gs, t), t, &qg, gs, d, dk);
+            dk.iter_mut().for_each(|x| *x *= scale);
+            product_kn(&transpose(&p, gs, t), t, &dog, gs, d, dv);
+            (dqg, if want_bias { ds } else { Vec::new() })
         })
         .collect();
     for (task, (pdq, pds)) in parts.into_iter().enumerate() {
@@ -647,72 +624,6 @@ pub(crate) fn attention_backward(
                     db[o..o + t].copy_from_slice(&pds[r * t..(r + 1) * t]);
                 }
             }
-        }
-    }
-}
-
-/// The inputs of one backward task: batch row `bi`, key/value head `kvh`.
-struct Heads<'v, 'a> {
-    q: &'v View<'a>,
-    k: &'v View<'a>,
-    v: &'v View<'a>,
-    bias: &'v View<'a>,
-    dout: &'v View<'a>,
-    bi: usize,
-    kvh: usize,
-    scale: f32,
-}
-
-/// The backward of one key/value head and its `group` query heads: `dq` `[group,
-/// s, d]`, `ds` `[group, s, t]` (the scores' gradient), and `dk`, `dv` `[t, d]`.
-#[inline(always)]
-fn backward_group<const FMA: bool>(
-    a: &Heads<'_, '_>,
-    dq: &mut [f32],
-    ds: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-) {
-    let [_, h, s, d] = a.q.dims;
-    let t = a.k.dims[2];
-    let group = h / a.k.dims[1];
-    let (bi, kvh) = (a.bi, a.kvh);
-    dk.fill(0.0);
-    dv.fill(0.0);
-    let mut p = vec![0f32; s * t];
-    let mut col = vec![0f32; s];
-    for g in 0..group {
-        let hh = kvh * group + g;
-        let dsg = &mut ds[g * s * t..(g + 1) * s * t];
-        for i in 0..s {
-            let (pi, dsi) = (&mut p[i * t..(i + 1) * t], &mut dsg[i * t..(i + 1) * t]);
-            let (qi, doi) = (a.q.row(bi, hh, i), a.dout.row(bi, hh, i));
-            softmax_row::<FMA>(qi, a.k, bi, kvh, a.bias.row(bi, hh, i), a.scale, pi);
-            // dP_j = dO_i · v_j; Δ = Σ_j P_j dP_j (= dO_i · O_i); dS_j = P_j (dP_j − Δ).
-            // Keys past the last one with a non-zero probability (a causal row's
-            // future, trailing padding) get dS = 0 whatever dP is.
-            let live = pi.iter().rposition(|&p| p != 0.0).map_or(0, |l| l + 1);
-            dots::<FMA>(doi, |j| a.v.row(bi, kvh, j), &mut dsi[..live]);
-            dsi[live..].fill(0.0);
-            let delta: f32 = pi.iter().zip(dsi.iter()).map(|(p, dp)| p * dp).sum();
-            for (dsj, &pj) in dsi.iter_mut().zip(pi.iter()) {
-                *dsj = pj * (*dsj - delta);
-            }
-            // dq_i = scale · Σ_j dS_j k_j.
-            let dqi = &mut dq[(g * s + i) * d..(g * s + i + 1) * d];
-            weighted_sum::<FMA>(dsi, |j| a.k.row(bi, kvh, j), dqi);
-            dqi.iter_mut().for_each(|x| *x *= a.scale);
-        }
-        // dk_j += scale · Σ_i dS_ij q_i; dv_j += Σ_i P_ij dO_i.
-        for j in 0..t {
-            for (c, x) in col.iter_mut().enumerate() {
-                *x = dsg[c * t + j] * a.scale;
-            }
-            weighted_sum::<FMA>(&col, |i| a.q.row(bi, hh, i), &mut dk[j * d..(j + 1) * d]);
-            for (c, x) in col.iter_mut().enumerate() {
-                *x = p[c * t + j];
-            }
-            weighted_sum::<FMA>(&col, |i| a.dout.row(bi, hh, i), &mut dv[j * d..(j + 1) * d]);
         }
     }
 }
@@ -807,6 +718,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Stopping the `exp` at the last live key changes no bit: the masked tail's
+    /// `expf` is exactly 0 and the sum sees the same terms in the same order.
+    #[test]
+    fn softmax_skips_the_masked_tail_exactly() {
+        let t = 40;
+        let dots: Vec<f32> = (0..t)
+            .map(|j| ((j * 37 % 23) as f32 - 11.0) / 3.0)
+            .collect();
+        let bias: Vec<f32> = (0..t).map(|j| if j > 17 { -1.0e9 } else { 0.0 }).collect();
+        let mut p = dots.clone();
+        softmax_scores(&mut p, &bias, 0.7);
+        let full: Vec<f32> = dots.iter().zip(&bias).map(|(x, b)| x * 0.7 + b).collect();
+        let m = full.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = full.iter().map(|v| expf(v - m)).collect();
+        let inv = 1.0 / e.iter().sum::<f32>();
+        for (j, (got, want)) in p.iter().zip(e.iter().map(|v| v * inv)).enumerate() {
+            assert_eq!(got.to_bits(), want.to_bits(), "p[{j}] {got} vs {want}");
+        }
+        assert!(p[18..].iter().all(|&v| v == 0.0) && p[17] > 0.0);
+        // A NaN score still makes the whole row NaN, tail included.
+        let mut p = dots.clone();
+        p[3] = f32::NAN;
+        softmax_scores(&mut p, &bias, 0.7);
+        assert!(p.iter().all(|v| v.is_nan()));
     }
 
     /// A NaN query row gives a NaN output row (a diverging run is not hidden); a
