@@ -27,13 +27,15 @@ pub enum WeightLayout {
     OutIn,
 }
 
-/// Rows of `x` below which the caller's product runs (a matrix-vector product
-/// streams the weight once; gemm's and the blocked kernel's packing gain nothing).
-const MIN_ROWS: usize = 4;
+/// Rows of `x` below which the caller's product runs: none but an empty `x` (a
+/// product of a few rows streams the weight once through the kernels' row-dot or
+/// column-streaming paths; burn-flex's gemm ran SmolLM2's batch-1 projections at
+/// about a third of the memory bandwidth).
+const MIN_ROWS: usize = 1;
 
 /// `x` `[m, in]` times the weight `w` (stored as `layout` says) on burn-flex with
 /// the blocked kernel. Returns `Err(x)` untouched when the path does not apply:
-/// another backend (autodiff included), fewer than four rows, a weight that is
+/// another backend (autodiff included), an empty `x`, a weight that is
 /// not f32, or mismatched features (the caller's product then reports it).
 pub fn try_flex_matmul<B: Backend>(
     x: Tensor<B, 2>,

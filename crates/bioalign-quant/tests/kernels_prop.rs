@@ -280,8 +280,9 @@ fn input_gradient_spans_several_tiles() -> bioalign_quant::Result<()> {
 
 /// Shapes that cross every block boundary of the blocked product (rows of `x` past
 /// one 120-row sweep and one 6-row micro-tile, output columns past a 16-column panel
-/// and a 1024-column block, depth past a 288-deep block and off multiples of 8), for
-/// each weight source, ISA and thread count, against the f64 product.
+/// and a 1024-column block, depth past a 288-deep block and off multiples of 8), and
+/// products of one to three rows, for each weight source, ISA and thread count,
+/// against the f64 product.
 #[test]
 fn blocked_products_match_f64_across_block_edges() {
     let bs = BlockSize::new(64).unwrap();
@@ -296,6 +297,12 @@ fn blocked_products_match_f64_across_block_edges() {
         // ... with a part micro-panel at the end, and a projection to 8 features.
         (301, 40, 400),
         (700, 8, 640),
+        // Fewer than four rows: row dot products, or for `[in, out]` weights columns
+        // streamed per thread (1100 × 300 splits over three threads, 2100 × 70 ends
+        // in a part 16-column chunk).
+        (1, 1100, 300),
+        (3, 2100, 70),
+        (2, 33, 9),
     ] {
         let data: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)

@@ -520,7 +520,57 @@ fn run_matmul(
         }
         return;
     }
+    if let (true, WeightSource::F32Kn { w, n }) = (m < GEMV_MAX_M, src) {
+        // `y_i = Σ_k x_ik · W[k]`: each thread streams its columns of every row of `W`
+        // (packing the whole weight for a handful of rows would cost more).
+        let t = thread_count(threads, rows * cols / (1 << 17) + 1);
+        let per = n.div_ceil(t).next_multiple_of(16);
+        for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
+            par_chunks_mut(yi, per, |ti, yc| gemv_kn(isa, w, *n, xi, ti * per, yc));
+        }
+        return;
+    }
     blocked::gemm(isa, src, x, m, rows, cols, y, threads);
+}
+
+/// `y[j] = Σ_k x[k] · w[k · n + c0 + j]` for `j < y.len()`: rows of `w` four at a
+/// time, so `y` (in L1) is read and written once per four rows.
+/// The same loop in every build; AVX-512 only widens its vectors (no fused
+/// multiply-adds), so every ISA gives the same bits.
+fn gemv_kn(isa: Isa, w: &[f32], n: usize, x: &[f32], c0: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: `isa` was checked against the CPU (`Isa::checked`).
+        return unsafe { gemv_kn_avx512(w, n, x, c0, y) };
+    }
+    gemv_kn_body(w, n, x, c0, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gemv_kn_avx512(w: &[f32], n: usize, x: &[f32], c0: usize, y: &mut [f32]) {
+    gemv_kn_body(w, n, x, c0, y)
+}
+
+#[inline(always)]
+fn gemv_kn_body(w: &[f32], n: usize, x: &[f32], c0: usize, y: &mut [f32]) {
+    let len = y.len();
+    y.fill(0.0);
+    let row = |k: usize| &w[k * n + c0..k * n + c0 + len];
+    let mut k = 0;
+    while k + 4 <= x.len() {
+        let (r0, r1, r2, r3) = (row(k), row(k + 1), row(k + 2), row(k + 3));
+        let (a0, a1, a2, a3) = (x[k], x[k + 1], x[k + 2], x[k + 3]);
+        for j in 0..len {
+            y[j] += (a0 * r0[j] + a1 * r1[j]) + (a2 * r2[j] + a3 * r3[j]);
+        }
+        k += 4;
+    }
+    for (k, &a) in x.iter().enumerate().skip(k) {
+        for (o, &v) in y.iter_mut().zip(row(k)) {
+            *o += a * v;
+        }
+    }
 }
 
 /// `y[j] = x · W[r0 + j]` for `j < y.len()`.
