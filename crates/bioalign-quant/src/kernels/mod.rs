@@ -16,7 +16,7 @@ mod scalar;
 mod x86;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{abs_max_bits, quantize_codes};
+pub(crate) use x86::{abs_max_bits, abs_max_bits512, quantize_codes, quantize_codes512};
 
 use half::bf16;
 

@@ -188,7 +188,8 @@ mod tests {
 
     /// The products through the 8-bit source equal, bit for bit, the f32 products
     /// of the expanded table through the same kernels (the blocked GEMM packs the
-    /// same values); the batch-1 row dot products agree to rounding.
+    /// same values); below four rows, where the two take different paths (row dot
+    /// products, streamed columns), they agree to rounding.
     #[test]
     fn products_equal_the_expanded_tables() {
         use crate::kernels::{
@@ -220,7 +221,15 @@ mod tests {
                 let (mut a, mut b) = (vec![0f32; m * cols], vec![0f32; m * cols]);
                 matmul_nn_q8(&dy, m, &w, &mut a, isa, 2).unwrap();
                 matmul_kn_f32(&dy, m, &dense, rows, cols, &mut b, isa, 2).unwrap();
-                assert_eq!(a, b, "{isa:?} nn m={m}");
+                if m >= 4 {
+                    assert_eq!(a, b, "{isa:?} nn m={m}");
+                } else {
+                    // Below four rows the f32 `[in, out]` product streams columns
+                    // (`gemv_kn`), a different summation order from the blocked one.
+                    for (p, q) in a.iter().zip(&b) {
+                        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{isa:?} nn m={m}");
+                    }
+                }
             }
         }
         let mut one = vec![0f32; 2 * cols];

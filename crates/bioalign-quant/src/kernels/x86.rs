@@ -815,3 +815,69 @@ pub(crate) fn quantize_codes(
         unsafe { _mm_storeu_si128(oc.as_mut_ptr().cast(), _mm256_castsi256_si128(packed)) };
     }
 }
+
+/// [`abs_max_bits`] sixteen lanes wide.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) fn abs_max_bits512(x: &[f32]) -> u32 {
+    let mask = _mm512_set1_epi32(0x7fff_ffff);
+    let mut m = _mm512_setzero_si512();
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        // SAFETY: `c` has 16 readable floats.
+        let v = unsafe { _mm512_loadu_si512(c.as_ptr().cast()) };
+        m = _mm512_max_epu32(m, _mm512_and_si512(v, mask));
+    }
+    let tail = chunks.remainder().iter().map(|v| v.to_bits() & 0x7fff_ffff);
+    tail.fold(_mm512_reduce_max_epu32(m), u32::max)
+}
+
+/// [`quantize_codes`] sixteen lanes wide: the same scaling, clamping and
+/// binary search over the 15 midpoints (each step one `vpermps` look-up of the
+/// probe), so the same codes.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) fn quantize_codes512(
+    x: &[f32],
+    inv: f32,
+    bounds: &[f32; 15],
+    order: Option<&[u8; 16]>,
+    out: &mut [u8],
+) {
+    assert!(x.len().is_multiple_of(32) && out.len() == x.len() / 2);
+    let mut b16 = [f32::INFINITY; 16];
+    b16[..15].copy_from_slice(bounds);
+    let identity: [u8; 16] = core::array::from_fn(|i| i as u8);
+    let map: [i32; 16] = core::array::from_fn(|i| order.unwrap_or(&identity)[i] as i32);
+    // SAFETY: 16 readable values each.
+    let (bv, mapv) = unsafe {
+        (
+            _mm512_loadu_ps(b16.as_ptr()),
+            _mm512_loadu_si512(map.as_ptr().cast()),
+        )
+    };
+    let (vinv, lo, hi) = (
+        _mm512_set1_ps(inv),
+        _mm512_set1_ps(-1.0),
+        _mm512_set1_ps(1.0),
+    );
+    let steps = [8, 4, 2, 1].map(|s| (_mm512_set1_epi32(s), _mm512_set1_epi32(s - 1)));
+    let pair = _mm256_set1_epi16(0x0110); // bytes (16, 1): 16 * first + second
+    for (xc, oc) in x.chunks_exact(32).zip(out.chunks_exact_mut(16)) {
+        let codes: [__m128i; 2] = core::array::from_fn(|k| {
+            // SAFETY: `xc` has 32 readable floats.
+            let v = unsafe { _mm512_loadu_ps(xc.as_ptr().add(16 * k)) };
+            let s = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, vinv), lo), hi);
+            let mut idx = _mm512_setzero_si512();
+            for &(step, back) in &steps {
+                let t = _mm512_permutexvar_ps(_mm512_add_epi32(idx, back), bv);
+                let lt = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, s);
+                idx = _mm512_mask_add_epi32(idx, lt, idx, step);
+            }
+            _mm512_cvtepi32_epi8(_mm512_permutexvar_epi32(idx, mapv))
+        });
+        let bytes = _mm256_set_m128i(codes[1], codes[0]);
+        let pairs = _mm256_maddubs_epi16(bytes, pair);
+        let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(pairs, pairs));
+        // SAFETY: `oc` has 16 writable bytes.
+        unsafe { _mm_storeu_si128(oc.as_mut_ptr().cast(), _mm256_castsi256_si128(packed)) };
+    }
+}
