@@ -411,7 +411,28 @@ struct Group<'v, 'a> {
     bias: &'v View<'a>,
 }
 
-impl Group<'_, '_> {
+impl<'v, 'a> Group<'v, 'a> {
+    /// Task `task` (= batch row · `kv` + key/value head) of a problem with `kv`
+    /// key/value heads of `group` query heads each.
+    fn new(
+        task: usize,
+        (kv, group): (usize, usize),
+        (s, t, d): (usize, usize, usize),
+        scale: f32,
+        bias: &'v View<'a>,
+    ) -> Self {
+        Self {
+            bi: task / kv,
+            kvh: task % kv,
+            group,
+            s,
+            t,
+            d,
+            scale,
+            bias,
+        }
+    }
+
     /// Rows `0..n` of head `hh` (of batch row `bi`) of `v`, one after another.
     fn gather(&self, v: &View<'_>, heads: std::ops::Range<usize>, n: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(heads.len() * n * self.d);
@@ -496,16 +517,7 @@ pub(crate) fn attention_forward(
     let parts: Vec<Vec<f32>> = (0..b * kv)
         .into_par_iter()
         .map(|task| {
-            let g = Group {
-                bi: task / kv,
-                kvh: task % kv,
-                group,
-                s,
-                t,
-                d,
-                scale,
-                bias: &bias,
-            };
+            let g = Group::new(task, (kv, group), (s, t, d), scale, &bias);
             let qg = g.gather(&q, g.heads(), s);
             let kk = g.gather(&k, g.kvh..g.kvh + 1, t);
             let vv = g.gather(&v, g.kvh..g.kvh + 1, t);
@@ -571,16 +583,7 @@ pub(crate) fn attention_backward(
         .zip(dv.par_chunks_mut(t * d))
         .enumerate()
         .map(|(task, (dk, dv))| {
-            let g = Group {
-                bi: task / kv,
-                kvh: task % kv,
-                group,
-                s,
-                t,
-                d,
-                scale,
-                bias: &bias,
-            };
+            let g = Group::new(task, (kv, group), (s, t, d), scale, &bias);
             let gs = group * s;
             let qg = g.gather(&q, g.heads(), s);
             let dog = g.gather(&dout, g.heads(), s);

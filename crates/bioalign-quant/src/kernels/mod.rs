@@ -239,8 +239,8 @@ fn parallel_chunk(n: usize, threads: usize) -> usize {
 }
 
 /// Fused `y = x · dequant(W)ᵀ`: `x` is `[m, cols]`, `y` is `[m, rows]`, both
-/// row-major. Only tiles of `W` are ever dequantized (a row at a time for
-/// small `m`, `64 × 256` tiles otherwise).
+/// row-major. Only parts of `W` are ever dequantized (a row at a time for
+/// small `m`, blocks packed into the blocked kernel's panels otherwise).
 pub fn matmul_nt(
     x: &[f32],
     m: usize,
