@@ -174,10 +174,16 @@ mod tests {
 
     #[test]
     fn other_cases_hand_the_input_back() {
-        let x = t::<Flex>(&data(3 * 8, 3), [3, 8]);
         let w = t::<Flex>(&data(8 * 5, 5), [8, 5]);
-        // Three rows: the caller's product.
-        assert!(try_flex_matmul(x, &w, WeightLayout::InOut).is_err());
+        // No rows: the caller's product.
+        let x0 = t::<Flex>(&[], [0, 8]);
+        assert!(try_flex_matmul(x0, &w, WeightLayout::InOut).is_err());
+        // Three rows: the kernels' column-streaming product, within rounding of burn's.
+        let x3 = t::<Flex>(&data(3 * 8, 3), [3, 8]);
+        let ours = vals(try_flex_matmul(x3.clone(), &w, WeightLayout::InOut).unwrap());
+        for (g, b) in ours.iter().zip(vals(x3.matmul(w.clone()))) {
+            assert!((g - b).abs() <= 1e-5 * (1.0 + b.abs()), "{g} vs burn's {b}");
+        }
         let x = t::<Flex>(&data(6 * 8, 3), [6, 8]);
         // Features mismatch (8 vs 5 under `OutIn`).
         let back = try_flex_matmul(x.clone(), &w, WeightLayout::OutIn).unwrap_err();
