@@ -149,15 +149,17 @@ fn for_each_block(
     Ok(())
 }
 
-/// Explicit AVX-512 kernels for whole blocks ([`crate::kernels::abs_max_bits512`],
-/// [`crate::kernels::quantize_codes512`]: the binary search over the midpoints
-/// with one `vpermps` look-up per step), the portable code for the short last block.
-/// (The portable code compiled with AVX-512 enabled, which this replaced, ran at a
-/// tenth to a twelfth of bitsandbytes' speed on an AVX-512 Xeon.)
+/// Explicit SIMD kernels for whole blocks, the portable code for the short last
+/// block: AVX-512 ([`crate::kernels::abs_max_bits512`],
+/// [`crate::kernels::quantize_codes512`]: the binary search over the midpoints with
+/// one `vpermps` look-up per step) or AVX2 ([`crate::kernels::abs_max_bits`],
+/// [`crate::kernels::quantize_codes`]). (On AVX-512, the portable code compiled with
+/// AVX-512 enabled, which the explicit kernels replaced, ran at a tenth to a twelfth
+/// of bitsandbytes' speed on an AVX-512 Xeon.)
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn quantize_blocks_avx512(
+fn quantize_blocks_simd(
+    isa: crate::kernels::Isa,
     first_block: usize,
     full: usize,
     bs: usize,
@@ -167,46 +169,33 @@ fn quantize_blocks_avx512(
     packed: &mut [u8],
     absmax: &mut [f32],
 ) -> Result<()> {
+    use crate::kernels::{Isa, abs_max_bits, abs_max_bits512, quantize_codes, quantize_codes512};
+    let wide = isa == Isa::Avx512;
     for_each_block(first_block, bs, data, packed, absmax, |b, x, out| {
         if b >= full {
             return quantize_block(x, true, b * bs, b, bounds, order, out);
         }
-        let bits = crate::kernels::abs_max_bits512(x);
+        // SAFETY: the caller detected `isa` (AVX-512F, or AVX2 + FMA) on this CPU.
+        let bits = unsafe {
+            if wide {
+                abs_max_bits512(x)
+            } else {
+                abs_max_bits(x)
+            }
+        };
         if bits >= 0x7f80_0000 {
             return Err(non_finite(x, b * bs, b));
         }
         let a = f32::from_bits(bits);
-        crate::kernels::quantize_codes512(x, 1.0 / a.max(MIN_SCALE), bounds, order, out);
-        Ok(a)
-    })
-}
-
-/// Explicit AVX2 kernels for whole blocks ([`crate::kernels::abs_max_bits`],
-/// [`crate::kernels::quantize_codes`]: a vectorized binary search over the
-/// midpoints), the portable code for the short last block.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma")]
-fn quantize_blocks_avx2(
-    first_block: usize,
-    full: usize,
-    bs: usize,
-    bounds: &[f32; 15],
-    order: Option<&[u8; 16]>,
-    data: &[f32],
-    packed: &mut [u8],
-    absmax: &mut [f32],
-) -> Result<()> {
-    for_each_block(first_block, bs, data, packed, absmax, |b, x, out| {
-        if b >= full {
-            return quantize_block(x, true, b * bs, b, bounds, order, out);
+        let inv = 1.0 / a.max(MIN_SCALE);
+        // SAFETY: as above.
+        unsafe {
+            if wide {
+                quantize_codes512(x, inv, bounds, order, out)
+            } else {
+                quantize_codes(x, inv, bounds, order, out)
+            }
         }
-        let bits = crate::kernels::abs_max_bits(x);
-        if bits >= 0x7f80_0000 {
-            return Err(non_finite(x, b * bs, b));
-        }
-        let a = f32::from_bits(bits);
-        crate::kernels::quantize_codes(x, 1.0 / a.max(MIN_SCALE), bounds, order, out);
         Ok(a)
     })
 }
@@ -224,17 +213,19 @@ fn quantize_blocks_dispatch(
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::kernels::Isa::Avx512.available() {
-            // SAFETY: the features were just detected.
-            return unsafe {
-                quantize_blocks_avx512(first_block, full, bs, bounds, order, data, packed, absmax)
-            };
-        }
-        if crate::kernels::Isa::Avx2.available() {
-            // SAFETY: the features were just detected.
-            return unsafe {
-                quantize_blocks_avx2(first_block, full, bs, bounds, order, data, packed, absmax)
-            };
+        let isa = crate::kernels::Isa::detect();
+        if isa != crate::kernels::Isa::Scalar {
+            return quantize_blocks_simd(
+                isa,
+                first_block,
+                full,
+                bs,
+                bounds,
+                order,
+                data,
+                packed,
+                absmax,
+            );
         }
     }
     quantize_blocks(first_block, full, bs, bounds, order, data, packed, absmax)

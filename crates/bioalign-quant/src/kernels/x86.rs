@@ -497,6 +497,21 @@ fn stream256<const ALIGN: usize>(w: &Nf4Weight<'_>, start: usize, out: &mut [f32
     }
 }
 
+/// `$f::<MR>(args)` for the run-time row count `$mr` (1 to 6) of a micro-kernel call.
+macro_rules! by_rows {
+    ($mr:expr, $f:ident ( $($arg:expr),* )) => {
+        match $mr {
+            6 => $f::<6>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            1 => $f::<1>($($arg),*),
+            mr => unreachable!("micro-kernel rows: {mr}"),
+        }
+    };
+}
+
 /// The `mr × 16` micro-kernel (`mr ≤ 6`) of the blocked product: `c[i][j] (+)=
 /// Σ_k a[k·6 + i] · b[k·16 + j]` for `j < nc` (`a` a packed micro-panel of 6 rows).
 #[allow(clippy::too_many_arguments)]
@@ -513,17 +528,7 @@ pub(super) fn micro_6x16(
     // SAFETY: AVX2 and FMA were detected by the caller; the caller checked that
     // `a` holds `kc × 6` values, `b` `kc × 16` values, and that `c` addresses `mr`
     // rows of `nc` writable values `ldc` apart.
-    unsafe {
-        match mr {
-            6 => micro::<6>(a, b, kc, c, ldc, nc, accumulate),
-            5 => micro::<5>(a, b, kc, c, ldc, nc, accumulate),
-            4 => micro::<4>(a, b, kc, c, ldc, nc, accumulate),
-            3 => micro::<3>(a, b, kc, c, ldc, nc, accumulate),
-            2 => micro::<2>(a, b, kc, c, ldc, nc, accumulate),
-            1 => micro::<1>(a, b, kc, c, ldc, nc, accumulate),
-            _ => unreachable!("micro-kernel rows: {mr}"),
-        }
-    }
+    unsafe { by_rows!(mr, micro(a, b, kc, c, ldc, nc, accumulate)) }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -595,17 +600,7 @@ pub(super) fn micro_6x32(
     // SAFETY: AVX-512F was detected by the caller; the caller checked that `a`
     // holds `kc × 6` values, `b` `kc × 16` values (and `b + stride` as many when
     // `nc > 16`), and that `c` addresses `mr` rows of `nc` writable values `ldc` apart.
-    unsafe {
-        match mr {
-            6 => micro512x2::<6>(a, b, stride, kc, c, ldc, nc, accumulate),
-            5 => micro512x2::<5>(a, b, stride, kc, c, ldc, nc, accumulate),
-            4 => micro512x2::<4>(a, b, stride, kc, c, ldc, nc, accumulate),
-            3 => micro512x2::<3>(a, b, stride, kc, c, ldc, nc, accumulate),
-            2 => micro512x2::<2>(a, b, stride, kc, c, ldc, nc, accumulate),
-            1 => micro512x2::<1>(a, b, stride, kc, c, ldc, nc, accumulate),
-            _ => unreachable!("micro-kernel rows: {mr}"),
-        }
-    }
+    unsafe { by_rows!(mr, micro512x2(a, b, stride, kc, c, ldc, nc, accumulate)) }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
