@@ -397,8 +397,9 @@ impl AttentionDims {
     }
 }
 
-/// The rows of one (batch row, key/value head) task, copied contiguous so that the
-/// blocked products of bioalign-quant can run on them.
+/// One (batch row, key/value head) task of the attention kernels: where its rows lie
+/// and how its scores are scaled and biased. Its rows are gathered contiguous
+/// ([`Group::gather`]) so that bioalign-quant's blocked products can run on them.
 struct Group<'v, 'a> {
     bi: usize,
     kvh: usize,
@@ -433,7 +434,8 @@ impl<'v, 'a> Group<'v, 'a> {
         }
     }
 
-    /// Rows `0..n` of head `hh` (of batch row `bi`) of `v`, one after another.
+    /// Rows `0..n` of each head in `heads` (of batch row `bi`) of `v`, head after
+    /// head, as one contiguous `[heads.len() · n, d]` matrix.
     fn gather(&self, v: &View<'_>, heads: std::ops::Range<usize>, n: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(heads.len() * n * self.d);
         for hh in heads {
