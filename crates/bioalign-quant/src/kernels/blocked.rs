@@ -3,7 +3,8 @@
 //!
 //! Threads own disjoint ranges of output columns (rows of `V`), or, when `x` has
 //! more rows than `V` (a projection to few features over many tokens), disjoint
-//! ranges of rows of `x`: whichever makes them pack less. Each packs a
+//! ranges of rows of `x`: whichever makes them pack less (split by columns, `x`
+//! is packed once, shared, before the split). Each packs a
 //! block of `V`, up to [`KB`] deep and [`NB`] wide, into panels of [`NR`] columns
 //! (`panel[k][j]`, 18 KiB: it stays in L1 while the micro-kernel sweeps a pass
 //! of [`MB`] rows of `x`, themselves packed into micro-panels of [`MR`] rows and
@@ -77,6 +78,76 @@ pub(super) fn gemm(
     };
     let out = OutPtr(y.as_mut_ptr());
     let out = &out;
+    let kstep = k_step(cols);
+    // Split by columns, every thread would pack all of `x` once per block of `NB`
+    // columns (48 times over for SmolLM2's LM head on 2 threads): pack it once,
+    // shared, before the split.
+    let j_blocks = (rows.div_ceil(t)).div_ceil(NB);
+    let shared = !by_rows && (t > 1 || j_blocks > 1);
+    let m_pad = m.next_multiple_of(MR);
+    let xp = shared.then(|| {
+        // Taken out of the thread-local (not borrowed), so a product run by this
+        // thread while it waits for the others finds an empty buffer, not a lock.
+        let mut buf = PREPACKED.with_borrow_mut(std::mem::take);
+        if buf.len() < m_pad * cols {
+            buf = vec![0f32; m_pad * cols];
+        }
+        super::par_chunks_mut(&mut buf[..m_pad * cols], kstep * m_pad, |b, xb| {
+            let (k0, kc) = (b * kstep, kstep.min(cols - b * kstep));
+            pack_rows(isa, x, cols, 0, m, k0, kc, xb, kc * MR);
+        });
+        buf
+    });
+    let shared_x = xp.as_deref().map(|b| (&b[..m_pad * cols], m_pad));
+    run_ranges(
+        isa,
+        src,
+        x,
+        shared_x,
+        (m, rows, cols),
+        kstep,
+        by_rows,
+        t,
+        out,
+    );
+    if let Some(buf) = xp.filter(|b| b.len() <= KEEP_PREPACKED) {
+        PREPACKED.with_borrow_mut(|kept| {
+            if buf.len() > kept.len() {
+                *kept = buf;
+            }
+        });
+    }
+}
+
+/// The most of `x` packed once per product (see [`gemm`]) that a thread keeps
+/// between calls (4 MiB); larger inputs get a buffer of their own.
+const KEEP_PREPACKED: usize = 1 << 20;
+
+thread_local! {
+    /// `x` packed for a product split by columns, kept between calls.
+    static PREPACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Depth of the packed blocks for `cols`: equal blocks (multiples of 8) of at
+/// most [`KB`] rather than a short last one.
+fn k_step(cols: usize) -> usize {
+    cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB)
+}
+
+/// Splits the output over `t` threads by rows or by columns, and runs each part.
+#[allow(clippy::too_many_arguments)]
+fn run_ranges(
+    isa: Isa,
+    src: &WeightSource<'_>,
+    x: &[f32],
+    xp: Option<(&[f32], usize)>,
+    (m, rows, cols): (usize, usize, usize),
+    kstep: usize,
+    by_rows: bool,
+    t: usize,
+    out: &OutPtr,
+) {
+    let panels = rows.div_ceil(NR);
     let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
         let per = m.div_ceil(t).next_multiple_of(MR);
         (0..m)
@@ -92,7 +163,7 @@ pub(super) fn gemm(
     };
     super::par_chunks_mut(&mut ranges, 1, |_, r| {
         let (r0, r1, c0, c1) = r[0];
-        columns(isa, src, x, (r0, r1), rows, cols, (c0, c1), out);
+        columns(isa, src, x, xp, kstep, (r0, r1), rows, cols, (c0, c1), out);
     });
 }
 
@@ -102,6 +173,8 @@ fn columns(
     isa: Isa,
     src: &WeightSource<'_>,
     x: &[f32],
+    xp: Option<(&[f32], usize)>,
+    kstep: usize,
     (r0, m): (usize, usize),
     rows: usize,
     cols: usize,
@@ -120,8 +193,6 @@ fn columns(
         let (pack, rest) = buf.split_at_mut(pack_len);
         let (apack, scratch) = rest.split_at_mut(apack_len);
         let scratch = &mut scratch[..scratch_len];
-        // Equal blocks (multiples of 8) rather than a short last one.
-        let kstep = cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB);
         for j0 in (c0..c1).step_by(nb_max) {
             let nb = nb_max.min(c1 - j0);
             for k0 in (0..cols).step_by(kstep) {
@@ -129,7 +200,14 @@ fn columns(
                 pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
                 for i0 in (r0..m).step_by(MB) {
                     let i1 = (i0 + MB).min(m);
-                    pack_rows(x, cols, i0, i1, k0, kc, apack);
+                    // Micro-panels of `x`, `stride` apart: packed here, or by `gemm`.
+                    let (a_all, stride) = match xp {
+                        Some((xp, m_pad)) => (&xp[k0 * m_pad + i0 / MR * kc * MR..], kc * MR),
+                        None => {
+                            pack_rows(isa, x, cols, i0, i1, k0, kc, apack, KB * MR);
+                            (&apack[..], KB * MR)
+                        }
+                    };
                     // AVX-512 runs two panels (32 columns) per micro-kernel call.
                     let step = if isa == Isa::Avx512 { 2 } else { 1 };
                     for p in (0..nb.div_ceil(NR)).step_by(step) {
@@ -138,7 +216,7 @@ fn columns(
                             &pack[p * KB * NR..(p * KB * NR + (nc - 1) / NR * KB * NR + kc * NR)];
                         for (q, i) in (i0..i1).step_by(MR).enumerate() {
                             let mr = MR.min(i1 - i);
-                            let a = &apack[q * KB * MR..q * KB * MR + kc * MR];
+                            let a = &a_all[q * stride..q * stride + kc * MR];
                             // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
                             // lie inside `y` (`m × rows`) and belong to this thread.
                             let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
@@ -159,9 +237,11 @@ thread_local! {
 }
 
 /// Packs rows `i0..i1`, columns `k0..k0 + kc` of `x` into micro-panels of [`MR`]
-/// rows, `apack[q][k][r]` (stride `KB · MR` per panel; rows past `i1` are zero), so
-/// the micro-kernel reads `x` as one sequential stream.
+/// rows, `apack[q][k][r]` (`stride` apart; rows past `i1` are zero), so the
+/// micro-kernel reads `x` as one sequential stream.
+#[allow(clippy::too_many_arguments)]
 fn pack_rows(
+    isa: Isa,
     x: &[f32],
     cols: usize,
     i0: usize,
@@ -169,14 +249,21 @@ fn pack_rows(
     k0: usize,
     kc: usize,
     apack: &mut [f32],
+    stride: usize,
 ) {
     for (q, i) in (i0..i1).step_by(MR).enumerate() {
-        let panel = &mut apack[q * KB * MR..q * KB * MR + kc * MR];
+        let panel = &mut apack[q * stride..q * stride + kc * MR];
         if i + MR <= i1 {
             // Whole micro-panel: six row streams in, one sequential stream out.
             let r: [&[f32]; MR] =
                 std::array::from_fn(|r| &x[(i + r) * cols + k0..(i + r) * cols + k0 + kc]);
-            for (k, dst) in panel.chunks_exact_mut(MR).enumerate() {
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 {
+                done = super::x86::interleave6(&r, panel);
+            }
+            let _ = isa;
+            for (k, dst) in panel.chunks_exact_mut(MR).enumerate().skip(done) {
                 for (d, row) in dst.iter_mut().zip(&r) {
                     *d = row[k];
                 }
@@ -266,16 +353,24 @@ fn pack_block(
 ) {
     let panels = nb.div_ceil(NR);
     match src {
+        // `V[j][k] = W[k][j]` straight from row `k` of `W`, 16 values per panel.
+        WeightSource::F32Kn { w, n } => {
+            for k in 0..kc {
+                let row = &w[(k0 + k) * n + j0..(k0 + k) * n + j0 + nb];
+                for (p, src) in row.chunks(NR).enumerate() {
+                    let dst = &mut pack[p * KB * NR + k * NR..p * KB * NR + k * NR + NR];
+                    copy_padded(src, dst);
+                }
+            }
+        }
         // `V[j][k] = W[k][j]`: row `k` of `W` holds the block's columns contiguously.
-        WeightSource::Nf4T(_) | WeightSource::F32Kn { .. } | WeightSource::Q8T(_) => {
+        WeightSource::Nf4T(_) | WeightSource::Q8T(_) => {
             let row = &mut scratch[..nb];
             for k in 0..kc {
                 src.column_run(isa, k0 + k, j0, row);
-                for p in 0..panels {
-                    let nc = NR.min(nb - p * NR);
+                for (p, src) in row.chunks(NR).enumerate() {
                     let dst = &mut pack[p * KB * NR + k * NR..p * KB * NR + k * NR + NR];
-                    dst[..nc].copy_from_slice(&row[p * NR..p * NR + nc]);
-                    dst[nc..].iter_mut().for_each(|v| *v = 0.0);
+                    copy_padded(src, dst);
                 }
             }
         }
@@ -283,6 +378,19 @@ fn pack_block(
         WeightSource::Nf4(_) | WeightSource::F32 { .. } | WeightSource::Q8(_) => {
             for p in 0..panels {
                 let nc = NR.min(nb - p * NR);
+                let panel = &mut pack[p * KB * NR..p * KB * NR + kc * NR];
+                if let (WeightSource::F32 { w, cols }, NR) = (src, nc) {
+                    // Transposed straight from `W`'s rows, without the scratch copy.
+                    let start = (j0 + p * NR) * cols + k0;
+                    transpose_panel(
+                        isa,
+                        &w[start..start + (NR - 1) * cols + kc],
+                        *cols,
+                        kc,
+                        panel,
+                    );
+                    continue;
+                }
                 for j in 0..NR {
                     let dst = &mut scratch[j * KB..j * KB + kc];
                     if j < nc {
@@ -291,25 +399,89 @@ fn pack_block(
                         dst.iter_mut().for_each(|v| *v = 0.0);
                     }
                 }
-                let panel = &mut pack[p * KB * NR..p * KB * NR + kc * NR];
-                transpose_panel(isa, scratch, kc, panel);
+                transpose_panel(isa, scratch, KB, kc, panel);
             }
         }
     }
 }
 
-/// `panel[k][j] = scratch[j][k]` for `j < NR`, `k < kc` (`scratch` rows `KB` apart).
-fn transpose_panel(isa: Isa, scratch: &[f32], kc: usize, panel: &mut [f32]) {
+/// `dst = src` padded with zeros; a whole panel row (`NR` values) is a fixed-size
+/// copy the compiler inlines (a `memcpy` call per 64 bytes was 5.6% of a SmolLM2
+/// forward).
+#[inline(always)]
+fn copy_padded(src: &[f32], dst: &mut [f32]) {
+    if let (Ok(s), Ok(d)) = (
+        <&[f32; NR]>::try_from(src),
+        <&mut [f32; NR]>::try_from(&mut *dst),
+    ) {
+        *d = *s;
+    } else {
+        dst[..src.len()].copy_from_slice(src);
+        dst[src.len()..].iter_mut().for_each(|v| *v = 0.0);
+    }
+}
+
+/// `panel[k][j] = src[j][k]` for `j < NR`, `k < kc` (`src` rows `ld` apart).
+fn transpose_panel(isa: Isa, src: &[f32], ld: usize, kc: usize, panel: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         done = kc / 8 * 8;
-        super::x86::transpose_16xk(scratch, KB, done, panel);
+        super::x86::transpose_16xk(src, ld, done, panel);
     }
     let _ = isa;
     for k in done..kc {
         for j in 0..NR {
-            panel[k * NR + j] = scratch[j * KB + k];
+            panel[k * NR + j] = src[j * ld + k];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ISA's packing of `x` (the AVX-512 one interleaves 16 columns at a time
+    /// with permutes) writes the scalar loop's micro-panels, partial ones and padding
+    /// included.
+    #[test]
+    fn packed_rows_are_the_same_on_every_isa() {
+        let (m, cols): (usize, usize) = (23, 77);
+        let x: Vec<f32> = (0..m * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+        for (i0, k0, kc) in [
+            (0, 0, 77),
+            (0, 8, 64),
+            (5, 13, 35),
+            (6, 0, 16),
+            (17, 40, 37),
+        ] {
+            let stride = kc * MR + 3;
+            let len = (m - i0).div_ceil(MR) * stride;
+            let mut want = vec![f32::NAN; len];
+            pack_rows(Isa::Scalar, &x, cols, i0, m, k0, kc, &mut want, stride);
+            for (q, i) in (i0..m).step_by(MR).enumerate() {
+                for k in 0..kc {
+                    for r in 0..MR {
+                        let v = if i + r < m {
+                            x[(i + r) * cols + k0 + k]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(want[q * stride + k * MR + r], v, "q {q} k {k} r {r}");
+                    }
+                }
+            }
+            for isa in Isa::all_available() {
+                let mut got = vec![f32::NAN; len];
+                pack_rows(isa, &x, cols, i0, m, k0, kc, &mut got, stride);
+                for (q, (g, w)) in got.chunks(stride).zip(want.chunks(stride)).enumerate() {
+                    let (g, w) = (&g[..kc * MR], &w[..kc * MR]);
+                    assert!(
+                        g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} panel {q}"
+                    );
+                }
+            }
         }
     }
 }

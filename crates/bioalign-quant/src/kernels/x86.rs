@@ -876,3 +876,57 @@ pub(crate) fn quantize_codes512(
         unsafe { _mm_storeu_si128(oc.as_mut_ptr().cast(), _mm256_castsi256_si128(packed)) };
     }
 }
+
+/// Interleaves six rows of `x` into a micro-panel of the blocked product,
+/// `dst[k·6 + r] = rows[r][k]`, 16 values of `k` at a time; returns how many values of
+/// `k` it did (a multiple of 16; the caller does the rest).
+pub(super) fn interleave6(rows: &[&[f32]; 6], dst: &mut [f32]) -> usize {
+    let kc = rows
+        .iter()
+        .map(|r| r.len())
+        .min()
+        .unwrap_or(0)
+        .min(dst.len() / 6);
+    let done = kc / 16 * 16;
+    // SAFETY: AVX-512F was detected by the caller; every row holds `done` values and
+    // `dst` `6 · done`.
+    unsafe { interleave6_avx512(rows, done, dst.as_mut_ptr()) };
+    done
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave6_avx512(rows: &[&[f32]; 6], kc: usize, dst: *mut f32) {
+    // Pairs of rows interleaved (`[r0[k], r1[k]]` for k in 0..8, then 8..16), then, as
+    // 64-bit pairs, three rows' pairs merged: two permutes per output vector.
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    // Output vector `o` takes pairs `o·8 .. o·8 + 8` of the sequence a0 b0 c0 a1 b1 c1 …
+    // (a, b, c the pairs of rows 0-1, 2-3, 4-5): from a and b first, then from c.
+    let ab = [
+        _mm512_setr_epi64(0, 8, 0, 1, 9, 0, 2, 10),
+        _mm512_setr_epi64(0, 3, 11, 0, 4, 12, 0, 5),
+        _mm512_setr_epi64(13, 0, 6, 14, 0, 7, 15, 0),
+    ];
+    let c = [
+        _mm512_setr_epi64(0, 0, 0, 0, 0, 1, 0, 0),
+        _mm512_setr_epi64(2, 0, 0, 3, 0, 0, 4, 0),
+        _mm512_setr_epi64(0, 5, 0, 0, 6, 0, 0, 7),
+    ];
+    let cm: [__mmask8; 3] = [0b0010_0100, 0b0100_1001, 0b1001_0010];
+    // SAFETY (whole body): bounds as stated by `interleave6`.
+    unsafe {
+        for k in (0..kc).step_by(16) {
+            let r: [__m512; 6] = core::array::from_fn(|i| _mm512_loadu_ps(rows[i].as_ptr().add(k)));
+            for (h, idx) in [lo, hi].into_iter().enumerate() {
+                let a = _mm512_castps_pd(_mm512_permutex2var_ps(r[0], idx, r[1]));
+                let b = _mm512_castps_pd(_mm512_permutex2var_ps(r[2], idx, r[3]));
+                let cc = _mm512_castps_pd(_mm512_permutex2var_ps(r[4], idx, r[5]));
+                for o in 0..3 {
+                    let t = _mm512_permutex2var_pd(a, ab[o], b);
+                    let v = _mm512_mask_permutexvar_pd(t, cm[o], c[o], cc);
+                    _mm512_storeu_pd(dst.add(k * 6 + h * 48 + o * 16) as *mut f64, v);
+                }
+            }
+        }
+    }
+}
