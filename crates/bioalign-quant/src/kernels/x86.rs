@@ -619,6 +619,12 @@ unsafe fn micro512x2<const MR: usize>(
     // `nc <= 16` the second panel is `b` itself, so nothing past it is read.
     unsafe {
         let b1p = if nc > 16 { b.add(stride) } else { b };
+        // The `c` tile is read (or written) once the depth is done: fetch its lines
+        // into L1 meanwhile.
+        for r in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + nc - 1) as *const i8);
+        }
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
             let ak = a.add(k * 6);
