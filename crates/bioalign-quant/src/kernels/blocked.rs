@@ -63,13 +63,15 @@ pub(super) fn gemm(
     // Threads split the output by columns (`x` packed once, shared; each packs its
     // share of `V`) or by rows (each packs its rows of `x` and all of `V`). Split
     // by columns, every value is packed once and every weight read from memory once,
-    // so rows are split only when `V` has too few panels to share out evenly (a
-    // projection to few features over many tokens). With the weight already in
-    // cache, splitting by rows can be faster (SmolLM2's `q` over 1024 rows: 2.34
-    // against 2.48 ms, fastest of 60); in a whole SmolLM2 forward, whose 425 MB of
-    // f32 weights come from memory, splitting by columns gave 3% more tokens/s.
+    // so rows are split only when `V` has too few panels to share out well (fewer
+    // than 8 per thread: a projection to few features over many tokens). With the
+    // weight already in cache, splitting by rows is a little faster even for more
+    // panels (SmolLM2's `q` over 1024 rows: 2.34 against 2.48 ms, fastest of 60);
+    // in a whole SmolLM2 forward, whose 425 MB of f32 weights come from memory,
+    // splitting by columns gave 3% more tokens/s, and keeping `k`/`v` (12 panels)
+    // split by rows 2.5% more again (`models_bench`, alternating runs).
     let t_rows = thread_count(threads, work.min(m / MR));
-    let by_rows = t_rows > 1 && panels < 4 * t_rows;
+    let by_rows = t_rows > 1 && panels < 8 * t_rows;
     let t = if by_rows {
         t_rows
     } else {
