@@ -100,17 +100,34 @@ pub(super) fn gemm(
         buf
     });
     let shared_x = xp.as_deref().map(|b| (&b[..m_pad * cols], m_pad));
-    run_ranges(
-        isa,
-        src,
-        x,
-        shared_x,
-        (m, rows, cols),
-        kstep,
-        by_rows,
-        t,
-        out,
-    );
+    let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
+        let per = m.div_ceil(t).next_multiple_of(MR);
+        (0..m)
+            .step_by(per)
+            .map(|r0| (r0, (r0 + per).min(m), 0, rows))
+            .collect()
+    } else {
+        let per = panels.div_ceil(t) * NR;
+        (0..rows)
+            .step_by(per)
+            .map(|c0| (0, m, c0, (c0 + per).min(rows)))
+            .collect()
+    };
+    super::par_chunks_mut(&mut ranges, 1, |_, r| {
+        let (r0, r1, c0, c1) = r[0];
+        columns(
+            isa,
+            src,
+            x,
+            shared_x,
+            kstep,
+            (r0, r1),
+            rows,
+            cols,
+            (c0, c1),
+            out,
+        );
+    });
     if let Some(buf) = xp.filter(|b| b.len() <= KEEP_PREPACKED) {
         PREPACKED.with_borrow_mut(|kept| {
             if buf.len() > kept.len() {
@@ -133,39 +150,6 @@ thread_local! {
 /// most [`KB`] rather than a short last one.
 fn k_step(cols: usize) -> usize {
     cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB)
-}
-
-/// Splits the output over `t` threads by rows or by columns, and runs each part.
-#[allow(clippy::too_many_arguments)]
-fn run_ranges(
-    isa: Isa,
-    src: &WeightSource<'_>,
-    x: &[f32],
-    xp: Option<(&[f32], usize)>,
-    (m, rows, cols): (usize, usize, usize),
-    kstep: usize,
-    by_rows: bool,
-    t: usize,
-    out: &OutPtr,
-) {
-    let panels = rows.div_ceil(NR);
-    let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
-        let per = m.div_ceil(t).next_multiple_of(MR);
-        (0..m)
-            .step_by(per)
-            .map(|r0| (r0, (r0 + per).min(m), 0, rows))
-            .collect()
-    } else {
-        let per = panels.div_ceil(t) * NR;
-        (0..rows)
-            .step_by(per)
-            .map(|c0| (0, m, c0, (c0 + per).min(rows)))
-            .collect()
-    };
-    super::par_chunks_mut(&mut ranges, 1, |_, r| {
-        let (r0, r1, c0, c1) = r[0];
-        columns(isa, src, x, xp, kstep, (r0, r1), rows, cols, (c0, c1), out);
-    });
 }
 
 /// Output columns `c0..c1` of rows `r0..r1`.
