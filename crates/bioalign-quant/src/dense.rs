@@ -16,7 +16,7 @@ use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 
-use crate::kernels::{self, Isa};
+use crate::kernels::{self, Isa, Product};
 
 /// How a dense weight is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +66,15 @@ pub fn try_flex_matmul<B: Backend>(
     let device = xf.device();
     let xt = f32_contiguous(xf.into_primitive().tensor());
     let xs = f32_slice(&xt);
-    let mut y = vec![0f32; m * n];
-    let isa = Isa::detect();
-    match layout {
-        WeightLayout::InOut => kernels::matmul_kn_f32(xs, m, ws, k, n, &mut y, isa, 0),
-        WeightLayout::OutIn => kernels::matmul_nt_f32(xs, m, ws, n, k, &mut y, isa, 0),
-    }
-    .expect("shapes checked above");
+    let product = match layout {
+        WeightLayout::InOut => Product::KnF32 { w: ws, cols: k, n },
+        WeightLayout::OutIn => Product::NtF32 {
+            w: ws,
+            rows: n,
+            cols: k,
+        },
+    };
+    let y = kernels::product(xs, m, product, Isa::detect(), 0).expect("shapes checked above");
     let out = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(Flex::float_from_data(
         TensorData::new(y, [m, n]),
         &device,

@@ -22,7 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
-use crate::kernels::{self, Isa, Nf4Weight};
+use crate::kernels::{self, Isa, Nf4Weight, Product};
 use crate::{Error, Quantized4bit, Result};
 
 /// A validated 4-bit weight `[out, in]` with its scales expanded to f32 (one per
@@ -138,34 +138,35 @@ pub trait Nf4Backend: Backend {
 
 impl Nf4Backend for burn_flex::Flex {
     fn nf4_matmul(x: FloatTensor<Self>, w: &Arc<Nf4Packed>) -> FloatTensor<Self> {
-        flex_product(x, w, w.cols(), w.rows(), kernels::matmul_nt)
+        flex_product(x, w, false)
     }
 
     fn nf4_matmul_grad(dy: FloatTensor<Self>, w: &Arc<Nf4Packed>) -> FloatTensor<Self> {
-        flex_product(dy, w, w.rows(), w.cols(), kernels::matmul_nn)
+        flex_product(dy, w, true)
     }
 }
 
-/// [`kernels::matmul_nt`] or [`kernels::matmul_nn`].
-type FusedKernel = fn(&[f32], usize, &Nf4Weight<'_>, &mut [f32], Isa, usize) -> Result<()>;
-
-/// A fused kernel on burn-flex: `x` `[m, k_in]` to `[m, n_out]` without an f32 weight.
+/// A fused kernel on burn-flex without an f32 weight: `x · dequant(W)ᵀ` (`x`
+/// `[m, cols]` to `[m, rows]`), or with `grad` its input gradient `x · dequant(W)`
+/// (`[m, rows]` to `[m, cols]`).
 fn flex_product(
     x: FloatTensor<burn_flex::Flex>,
     w: &Nf4Packed,
-    k_in: usize,
-    n_out: usize,
-    kernel: FusedKernel,
+    grad: bool,
 ) -> FloatTensor<burn_flex::Flex> {
     type F = burn_flex::Flex;
     let device = F::float_device(&x);
     let dims = x.shape();
     let (m, k) = (dims[0], dims[1]);
+    let (product, k_in, n_out) = if grad {
+        (Product::Nn(w.weight()), w.rows(), w.cols())
+    } else {
+        (Product::Nt(w.weight()), w.cols(), w.rows())
+    };
     assert_eq!(k, k_in, "Nf4Linear: input features");
     let x = crate::dense::f32_contiguous(x);
     let xs = crate::dense::f32_slice(&x);
-    let mut y = vec![0f32; m * n_out];
-    kernel(xs, m, &w.weight(), &mut y, Isa::detect(), 0).expect("shapes checked above");
+    let y = kernels::product(xs, m, product, Isa::detect(), 0).expect("shapes checked above");
     F::float_from_data(TensorData::new(y, [m, n_out]), &device)
 }
 

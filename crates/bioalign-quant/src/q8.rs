@@ -5,7 +5,7 @@
 
 use half::f16;
 
-use crate::kernels::{self, Isa, Q8_BLOCK, Q8Weight};
+use crate::kernels::{self, Isa, Product, Q8_BLOCK, Q8Weight};
 use crate::{Error, Result};
 
 /// Bytes of one GGUF `Q8_0` block: an f16 scale, then 32 signed codes.
@@ -102,16 +102,12 @@ impl Q8Packed {
 
     /// `x · Wᵀ`: `x` `[m, cols]` to `[m, rows]`.
     pub fn matmul_nt(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut y = vec![0f32; m * self.rows];
-        kernels::matmul_nt_q8(x, m, &self.weight(), &mut y, Isa::detect(), 0)?;
-        Ok(y)
+        kernels::product(x, m, Product::NtQ8(self.weight()), Isa::detect(), 0)
     }
 
     /// `x · W`: `x` `[m, rows]` to `[m, cols]` (the input gradient of [`Self::matmul_nt`]).
     pub fn matmul_nn(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut y = vec![0f32; m * self.cols];
-        kernels::matmul_nn_q8(x, m, &self.weight(), &mut y, Isa::detect(), 0)?;
-        Ok(y)
+        kernels::product(x, m, Product::NnQ8(self.weight()), Isa::detect(), 0)
     }
 }
 

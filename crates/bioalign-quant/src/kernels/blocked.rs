@@ -20,6 +20,8 @@
 //! where this one takes 0.26 s; both are measured in `benches/quant.rs`
 //! (`gemm512_*`, `input_grad256_*`, `dense1024_*`).
 
+use std::mem::MaybeUninit;
+
 use super::{Isa, WeightSource, thread_count};
 
 /// Columns of a packed panel: two AVX2 vectors, one AVX-512 vector.
@@ -42,6 +44,8 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// `y = x · Vᵀ`: `x` `[m, cols]`, `V` `[rows, cols]` from `src`, `y` `[m, rows]`.
+/// Every element of `y` is written before it is read (the first depth block
+/// stores, later ones add), so `y` need not be initialised.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm(
     isa: Isa,
@@ -50,12 +54,14 @@ pub(super) fn gemm(
     m: usize,
     rows: usize,
     cols: usize,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     threads: usize,
 ) {
     debug_assert!(x.len() >= m * cols && y.len() >= m * rows);
     if cols == 0 {
-        y[..m * rows].iter_mut().for_each(|v| *v = 0.0);
+        y[..m * rows].iter_mut().for_each(|v| {
+            v.write(0.0);
+        });
         return;
     }
     let panels = rows.div_ceil(NR);
@@ -77,7 +83,7 @@ pub(super) fn gemm(
     } else {
         thread_count(threads, work.min(panels))
     };
-    let out = OutPtr(y.as_mut_ptr());
+    let out = OutPtr(y.as_mut_ptr().cast());
     let out = &out;
     let kstep = k_step(cols);
     // Split by columns, every thread would pack all of `x` once per block of `NB`
@@ -138,8 +144,9 @@ pub(super) fn gemm(
 }
 
 /// The most of `x` packed once per product (see [`gemm`]) that a thread keeps
-/// between calls (4 MiB); larger inputs get a buffer of their own.
-const KEEP_PREPACKED: usize = 1 << 20;
+/// between calls (8 MiB: a 1024-token batch of SmolLM2's 1536 MLP features); larger
+/// inputs get a buffer of their own.
+const KEEP_PREPACKED: usize = 1 << 21;
 
 thread_local! {
     /// `x` packed for a product split by columns, kept between calls.

@@ -600,7 +600,49 @@ pub(super) fn micro_6x32(
     // SAFETY: AVX-512F was detected by the caller; the caller checked that `a`
     // holds `kc × 6` values, `b` `kc × 16` values (and `b + stride` as many when
     // `nc > 16`), and that `c` addresses `mr` rows of `nc` writable values `ldc` apart.
-    unsafe { by_rows!(mr, micro512x2(a, b, stride, kc, c, ldc, nc, accumulate)) }
+    unsafe {
+        if nc <= 16 {
+            by_rows!(mr, micro512x1(a, b, kc, c, ldc, nc, accumulate))
+        } else {
+            by_rows!(mr, micro512x2(a, b, stride, kc, c, ldc, nc, accumulate))
+        }
+    }
+}
+
+/// One panel of [`micro_6x32`] (`nc ≤ 16`): a rank-16 LoRA product's whole width, or
+/// a weight's last panel. Run through the two-panel kernel, it did the work twice.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn micro512x1<const MR: usize>(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): bounds as stated by `micro_6x32`'s caller.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); MR];
+        for k in 0..kc {
+            let ak = a.add(k * 6);
+            let b0 = _mm512_loadu_ps(b.add(k * 16));
+            for r in 0..MR {
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), b0, acc[r]);
+            }
+        }
+        let m0: __mmask16 = if nc >= 16 { 0xffff } else { (1u16 << nc) - 1 };
+        for r in 0..MR {
+            let cr = c.add(r * ldc);
+            let v = if accumulate {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), acc[r])
+            } else {
+                acc[r]
+            };
+            _mm512_mask_storeu_ps(cr, m0, v);
+        }
+    }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
