@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+mod fused;
 pub mod linear;
 pub mod merge;
 pub mod optim;

@@ -206,8 +206,17 @@ impl<B: Backend, L: LinearBase<B>> LoraLinear<B, L> {
             }
             _ => x,
         };
-        let u = matmul_last(matmul_last(h, self.lora_a.val()), self.lora_b.val());
-        y + u.mul_scalar(self.scaling)
+        let dims = h.dims();
+        let rows = dims[..D - 1].iter().product();
+        let mut out = dims;
+        out[D - 1] = self.lora_b.val().dims()[1];
+        let u = crate::fused::lora_delta(
+            h.reshape([rows, dims[D - 1]]),
+            self.lora_a.val(),
+            self.lora_b.val(),
+            self.scaling as f32,
+        );
+        y + u.reshape(out)
     }
 
     /// The merged dense weight `[out, in]` row-major: `W + scaling * B A` (HF layout).
