@@ -445,6 +445,12 @@ where
         return Ok(());
     }
     let replicas: Vec<M> = (1..workers).map(|_| M::from_inner(model.valid())).collect();
+    // Each worker keeps a core busy: its products get its share of the cores, not all.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = (cores / workers).max(1);
+    let step = |m: &mut M, j: &MicroJob| {
+        bioalign_quant::kernels::with_thread_limit(share, || micro_step(m, j, ctx, device))
+    };
     let mut done = std::thread::scope(|s| {
         let handles: Vec<_> = replicas
             .into_iter()
@@ -454,7 +460,7 @@ where
                     jobs.iter()
                         .skip(i + 1)
                         .step_by(workers)
-                        .map(|j| micro_step(&mut replica, j, ctx, device))
+                        .map(|j| step(&mut replica, j))
                         .collect::<Vec<_>>()
                 })
             })
@@ -462,7 +468,7 @@ where
         let mut done: Vec<MicroDone> = jobs
             .iter()
             .step_by(workers)
-            .map(|j| micro_step(model, j, ctx, device))
+            .map(|j| step(model, j))
             .collect();
         for h in handles {
             match h.join() {
