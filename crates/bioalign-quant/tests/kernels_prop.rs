@@ -297,6 +297,10 @@ fn blocked_products_match_f64_across_block_edges() {
         // ... with a part micro-panel at the end, and a projection to 8 features.
         (301, 40, 400),
         (700, 8, 640),
+        // The input gradient over two threads' column ranges of a 288-wide weight:
+        // 144 columns each, so AVX-512 dequantizes 128 straight into the panels and
+        // copies the last 16 (first thread), or copies all (second thread, unaligned).
+        (300, 40, 288),
         // Fewer than four rows: row dot products, or for `[in, out]` weights columns
         // streamed per thread (1100 × 300 splits over three threads, 2100 × 70 ends
         // in a part 16-column chunk).

@@ -357,10 +357,29 @@ fn pack_block(
         }
         // `V[j][k] = W[k][j]`: row `k` of `W` holds the block's columns contiguously.
         WeightSource::Nf4T(_) | WeightSource::Q8T(_) => {
-            let row = &mut scratch[..nb];
+            // On AVX-512, NF4 runs of 32 aligned values go straight into the panels.
+            let direct = match src {
+                #[cfg(target_arch = "x86_64")]
+                WeightSource::Nf4T(w)
+                    if isa == Isa::Avx512 && w.cols.is_multiple_of(32) && j0.is_multiple_of(32) =>
+                {
+                    nb / 32 * 32
+                }
+                _ => 0,
+            };
+            let row = &mut scratch[..nb - direct];
             for k in 0..kc {
-                src.column_run(isa, k0 + k, j0, row);
+                #[cfg(target_arch = "x86_64")]
+                if let (WeightSource::Nf4T(w), true) = (src, direct > 0) {
+                    let start = (k0 + k) * w.cols + j0;
+                    super::x86::dequant_panels(w, start, direct, &mut pack[k * NR..], KB * NR);
+                }
+                if direct == nb {
+                    continue;
+                }
+                src.column_run(isa, k0 + k, j0 + direct, row);
                 for (p, src) in row.chunks(NR).enumerate() {
+                    let p = p + direct / NR;
                     let dst = &mut pack[p * KB * NR + k * NR..p * KB * NR + k * NR + NR];
                     copy_padded(src, dst);
                 }

@@ -72,6 +72,48 @@ fn dequant512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     }
 }
 
+/// Dequantizes the `nb` values from flat element `start` (both multiples of 32)
+/// straight into rows of the blocked kernel's 16-column panels: values `16q..16q + 16`
+/// go to `dst[q · stride..][..16]`. The input gradient's weight panels were
+/// dequantized into a row buffer and copied from there, 16 values at a time (3% of a
+/// QLoRA step in the copies).
+pub(super) fn dequant_panels(
+    w: &Nf4Weight<'_>,
+    start: usize,
+    nb: usize,
+    dst: &mut [f32],
+    stride: usize,
+) {
+    assert!(
+        start.is_multiple_of(32) && nb.is_multiple_of(32) && (start + nb) / 2 <= w.packed.len()
+    );
+    assert!(nb == 0 || dst.len() >= (nb / 16 - 1) * stride + 16);
+    // SAFETY: AVX-512F was checked by the caller (`Isa::Avx512`); bounds asserted above.
+    unsafe { dequant_panels512(w, start, nb, dst.as_mut_ptr(), stride) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dequant_panels512(
+    w: &Nf4Weight<'_>,
+    start: usize,
+    nb: usize,
+    dst: *mut f32,
+    stride: usize,
+) {
+    let lut = lut512(w.quant_type.code());
+    let shift = w.blocksize.get().trailing_zeros();
+    for c in 0..nb / 32 {
+        let e = start + c * 32;
+        let s = _mm512_set1_ps(w.absmax[e >> shift]);
+        let (va, vb) = chunk512(w.packed, e, lut);
+        // SAFETY: rows `2c` and `2c + 1` lie inside `dst` (checked by `dequant_panels`).
+        unsafe {
+            _mm512_storeu_ps(dst.add(2 * c * stride), _mm512_mul_ps(va, s));
+            _mm512_storeu_ps(dst.add((2 * c + 1) * stride), _mm512_mul_ps(vb, s));
+        }
+    }
+}
+
 /// 16-entry table look-up with AVX2: two 8-entry permutes, blended on the sign.
 /// `idx` holds each code sign-extended from the byte `code | code << 4`, so
 /// its low three bits pick within a half and its sign bit (code bit 3) picks
