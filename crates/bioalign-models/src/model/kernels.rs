@@ -144,19 +144,45 @@ pub(crate) fn rms_forward(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     y.par_chunks_mut(rows)
         .zip(x.par_chunks(rows))
         .for_each(|(y, x)| {
-            for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                let r = inv_rms(x, eps);
-                for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                    *y = x * r * w;
+            multiversion!({
+                for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                    let r = inv_rms(x, eps);
+                    for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                        *y = x * r * w;
+                    }
                 }
-            }
+            })
         });
     y
 }
 
+#[inline(always)]
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let ss: f32 = x.iter().map(|v| v * v).sum();
+    let ss = lane_sum(x, x, x, |a, b, _| a * b);
     1.0 / (ss / x.len() as f32 + eps).sqrt()
+}
+
+/// `Σ_i f(a_i, b_i, c_i)` kept in 16 running sums, added up at the end. One running
+/// sum waits an add's latency per term and does not vectorize (float addition is
+/// not reassociated); RMSNorm's sums over 576 features were 4% of a QLoRA step.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let (ca, cb, cc) = (a.chunks_exact(L), b.chunks_exact(L), c.chunks_exact(L));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder())
+        .map(|((&a, &b), &c)| f(a, b, c))
+        .sum();
+    for ((a, b), c) in ca.zip(cb).zip(cc) {
+        for l in 0..L {
+            acc[l] += f(a[l], b[l], c[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `dx = r · (dy·w) - x · r³ · mean(dy·w·x)` per row, and (when asked)
@@ -176,21 +202,23 @@ pub(crate) fn rms_backward(
         .zip(x.par_chunks(rows).zip(dy.par_chunks(rows)))
         .map(|(dx, (x, dy))| {
             let mut dw = if want_dw { vec![0f32; h] } else { vec![] };
-            for ((dx, x), dy) in dx
-                .chunks_exact_mut(h)
-                .zip(x.chunks_exact(h))
-                .zip(dy.chunks_exact(h))
-            {
-                let r = inv_rms(x, eps);
-                let dot: f32 = dy.iter().zip(w).zip(x).map(|((d, w), x)| d * w * x).sum();
-                let c = r * r * r * dot / h as f32;
-                for i in 0..h {
-                    dx[i] = r * dy[i] * w[i] - x[i] * c;
+            multiversion!({
+                for ((dx, x), dy) in dx
+                    .chunks_exact_mut(h)
+                    .zip(x.chunks_exact(h))
+                    .zip(dy.chunks_exact(h))
+                {
+                    let r = inv_rms(x, eps);
+                    let dot = lane_sum(dy, w, x, |d, w, x| d * w * x);
+                    let c = r * r * r * dot / h as f32;
+                    for i in 0..h {
+                        dx[i] = r * dy[i] * w[i] - x[i] * c;
+                    }
+                    for (acc, (d, x)) in dw.iter_mut().zip(dy.iter().zip(x)) {
+                        *acc += d * x * r;
+                    }
                 }
-                for (acc, (d, x)) in dw.iter_mut().zip(dy.iter().zip(x)) {
-                    *acc += d * x * r;
-                }
-            }
+            });
             dw
         })
         .collect();
