@@ -355,11 +355,12 @@ fn softmax_scores(p: &mut [f32], bias: &[f32], scale: f32) {
     let live = p.iter().rposition(|&v| v - m >= -88.0).map_or(0, |l| l + 1);
     let (head, tail) = p.split_at_mut(live);
     tail.fill(0.0);
-    let mut sum = 0f32;
+    // The `exp`s first, then the sum in running lanes: one loop with a single running
+    // sum did not vectorize, `exp` included.
     for pj in head.iter_mut() {
         *pj = expf(*pj - m);
-        sum += *pj;
     }
+    let sum = lane_sum(head, head, head, |a, _, _| a);
     let inv = 1.0 / sum;
     for pj in head.iter_mut() {
         *pj *= inv;
