@@ -419,6 +419,42 @@ fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
     }
 }
 
+/// The micro-batch workers of a run: how many, each one's share of the cores, and
+/// each one's thread pool (made once per run).
+struct Workers {
+    count: usize,
+    share: usize,
+    pools: Vec<rayon::ThreadPool>,
+}
+
+impl Workers {
+    /// `count` workers. Each keeps a core busy: its products get its share of the
+    /// cores, not all, and its other parallel loops run on a pool of that many
+    /// threads (handing half of each loop to the global pool, whose threads had no
+    /// free core, cost more than it gained).
+    fn new(count: usize) -> Result<Self> {
+        let count = count.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let share = (cores / count).max(1);
+        let pools = if count == 1 {
+            Vec::new()
+        } else {
+            (0..count)
+                .map(|_| rayon::ThreadPoolBuilder::new().num_threads(share).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Config {
+                    field: "workers",
+                    reason: format!("could not start a worker's thread pool: {e}"),
+                })?
+        };
+        Ok(Self {
+            count,
+            share,
+            pools,
+        })
+    }
+}
+
 /// Runs a step's micro-batches, `workers` at a time: worker 0 on `model`, the others
 /// on replicas made from its current values (`from_inner(valid())`: the same
 /// parameters as fresh autodiff leaves, so each backward walks its own graph).
@@ -428,7 +464,7 @@ fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
 fn run_micro_batches<B, M>(
     model: &mut M,
     jobs: &[MicroJob],
-    workers: usize,
+    workers: &Workers,
     ctx: StepContext,
     device: &B::Device,
     mut sink: impl FnMut(MicroDone) -> Result<()>,
@@ -437,19 +473,19 @@ where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
 {
-    let workers = workers.clamp(1, jobs.len().max(1));
-    if workers == 1 {
+    let n = workers.count.min(jobs.len().max(1));
+    if n == 1 {
         for j in jobs {
             sink(micro_step(model, j, ctx, device))?;
         }
         return Ok(());
     }
-    let replicas: Vec<M> = (1..workers).map(|_| M::from_inner(model.valid())).collect();
-    // Each worker keeps a core busy: its products get its share of the cores, not all.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let share = (cores / workers).max(1);
-    let step = |m: &mut M, j: &MicroJob| {
-        bioalign_quant::kernels::with_thread_limit(share, || micro_step(m, j, ctx, device))
+    let replicas: Vec<M> = (1..n).map(|_| M::from_inner(model.valid())).collect();
+    let share = workers.share;
+    let step = |w: usize, m: &mut M, j: &MicroJob| {
+        workers.pools[w].install(|| {
+            bioalign_quant::kernels::with_thread_limit(share, || micro_step(m, j, ctx, device))
+        })
     };
     let mut done = std::thread::scope(|s| {
         let handles: Vec<_> = replicas
@@ -459,17 +495,13 @@ where
                 s.spawn(move || {
                     jobs.iter()
                         .skip(i + 1)
-                        .step_by(workers)
-                        .map(|j| step(&mut replica, j))
+                        .step_by(n)
+                        .map(|j| step(i + 1, &mut replica, j))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut done: Vec<MicroDone> = jobs
-            .iter()
-            .step_by(workers)
-            .map(|j| step(model, j))
-            .collect();
+        let mut done: Vec<MicroDone> = jobs.iter().step_by(n).map(|j| step(0, model, j)).collect();
         for h in handles {
             match h.join() {
                 Ok(d) => done.extend(d),
@@ -561,6 +593,7 @@ where
     };
     let stop = cfg.stop_after.unwrap_or(cfg.max_steps).min(cfg.max_steps);
     let mut seen = state.step * cfg.batch_size * cfg.grad_accum;
+    let workers = Workers::new(cfg.workers().min(cfg.grad_accum))?;
 
     while state.step < stop {
         let t0 = Instant::now();
@@ -596,7 +629,7 @@ where
             step: state.step,
             grad_accum: cfg.grad_accum,
         };
-        run_micro_batches(model, &jobs, cfg.workers(), ctx, device, |done| {
+        run_micro_batches(model, &jobs, &workers, ctx, device, |done| {
             if !done.loss.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     step: state.step + 1,
