@@ -86,6 +86,16 @@ fn product(x: &[f32], m: usize, p: Product<'_>) -> Vec<f32> {
     kernels::product(x, m, p, Isa::detect(), 0).expect("LoRA shapes checked by the caller")
 }
 
+/// `x · w`: `x` `[m, cols]`, `w` `[cols, n]`.
+fn kn(x: &[f32], m: usize, w: &[f32], cols: usize, n: usize) -> Vec<f32> {
+    product(x, m, Product::KnF32 { w, cols, n })
+}
+
+/// `x · wᵀ`: `x` `[m, cols]`, `w` `[rows, cols]`.
+fn nt(x: &[f32], m: usize, w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    product(x, m, Product::NtF32 { w, rows, cols })
+}
+
 fn flex(v: Vec<f32>, shape: [usize; 2]) -> FloatTensor<Flex> {
     Flex::float_from_data(TensorData::new(v, shape), &Default::default())
 }
@@ -125,53 +135,21 @@ impl Backward<Flex, 3> for LoraBackward {
         let (hs, as_, bs) = (f32_slice(&h), f32_slice(&a), f32_slice(&b));
         let [ph, pa, pb] = ops.parents;
         // dt = s · dU · Bᵀ
-        let mut dt = product(
-            du,
-            m,
-            Product::NtF32 {
-                w: bs,
-                rows: r,
-                cols: out,
-            },
-        );
+        let mut dt = nt(du, m, bs, r, out);
         dt.iter_mut().for_each(|v| *v *= scaling);
         if let Some(n) = pb {
             // dB = tᵀ · dU
-            let db = product(
-                &transpose(&t, m, r),
-                r,
-                Product::KnF32 {
-                    w: du,
-                    cols: m,
-                    n: out,
-                },
-            );
+            let db = kn(&transpose(&t, m, r), r, du, m, out);
             grads.register::<Flex>(n.id, flex(db, [r, out]));
         }
         if let Some(n) = pa {
             // dA = (dtᵀ · h)ᵀ
-            let dat = product(
-                &transpose(&dt, m, r),
-                r,
-                Product::KnF32 {
-                    w: hs,
-                    cols: m,
-                    n: inp,
-                },
-            );
+            let dat = kn(&transpose(&dt, m, r), r, hs, m, inp);
             grads.register::<Flex>(n.id, flex(transpose(&dat, r, inp), [inp, r]));
         }
         if let Some(n) = ph {
             // dh = dt · Aᵀ
-            let dh = product(
-                &dt,
-                m,
-                Product::NtF32 {
-                    w: as_,
-                    rows: inp,
-                    cols: r,
-                },
-            );
+            let dh = nt(&dt, m, as_, inp, r);
             grads.register::<Flex>(n.id, flex(dh, [m, inp]));
         }
     }
@@ -198,28 +176,9 @@ fn lora_autodiff<C: CheckpointStrategy>(
         inp == inp_a && r == r_b,
         "LoRA shapes: h [{m}, {inp}], A [{inp_a}, {r}], B [{r_b}, {out}]"
     );
-    let mut t = product(
-        f32_slice(&hp),
-        m,
-        Product::KnF32 {
-            w: f32_slice(&ap),
-            cols: inp,
-            n: r,
-        },
-    );
+    let mut t = kn(f32_slice(&hp), m, f32_slice(&ap), inp, r);
     t.iter_mut().for_each(|v| *v *= scaling);
-    let u = flex(
-        product(
-            &t,
-            m,
-            Product::KnF32 {
-                w: f32_slice(&bp),
-                cols: r,
-                n: out,
-            },
-        ),
-        [m, out],
-    );
+    let u = flex(kn(&t, m, f32_slice(&bp), r, out), [m, out]);
     let node = match LoraBackward
         .prepare::<C>([h.node.clone(), a.node.clone(), b.node.clone()])
         .compute_bound()

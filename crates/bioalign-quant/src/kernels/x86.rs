@@ -674,16 +674,34 @@ unsafe fn micro512x1<const MR: usize>(
                 acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), b0, acc[r]);
             }
         }
-        let m0: __mmask16 = if nc >= 16 { 0xffff } else { (1u16 << nc) - 1 };
+        let m0 = lane_mask(nc);
         for r in 0..MR {
-            let cr = c.add(r * ldc);
-            let v = if accumulate {
-                _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), acc[r])
-            } else {
-                acc[r]
-            };
-            _mm512_mask_storeu_ps(cr, m0, v);
+            store_acc(c.add(r * ldc), m0, acc[r], accumulate);
         }
+    }
+}
+
+/// The first `n` lanes (all 16 for `n ≥ 16`).
+#[inline(always)]
+fn lane_mask(n: usize) -> __mmask16 {
+    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+}
+
+/// `c[..] (+)= v` on the lanes of `m`.
+///
+/// # Safety
+/// AVX-512F is available and the lanes of `m` at `c` are writable.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn store_acc(c: *mut f32, m: __mmask16, v: __m512, accumulate: bool) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let v = if accumulate {
+            _mm512_add_ps(_mm512_maskz_loadu_ps(m, c), v)
+        } else {
+            v
+        };
+        _mm512_mask_storeu_ps(c, m, v);
     }
 }
 
@@ -720,26 +738,12 @@ unsafe fn micro512x2<const MR: usize>(
                 acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
             }
         }
-        let m0: __mmask16 = if nc >= 16 { 0xffff } else { (1u16 << nc) - 1 };
-        let m1: __mmask16 = if nc >= 32 {
-            0xffff
-        } else {
-            (1u16 << nc.saturating_sub(16)) - 1
-        };
+        let (m0, m1) = (lane_mask(nc), lane_mask(nc.saturating_sub(16)));
         for r in 0..MR {
             let cr = c.add(r * ldc);
-            let mut v0 = acc[r][0];
-            if accumulate {
-                v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
-            }
-            _mm512_mask_storeu_ps(cr, m0, v0);
+            store_acc(cr, m0, acc[r][0], accumulate);
             if nc > 16 {
-                let c1 = cr.add(16);
-                let mut v1 = acc[r][1];
-                if accumulate {
-                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c1), v1);
-                }
-                _mm512_mask_storeu_ps(c1, m1, v1);
+                store_acc(cr.add(16), m1, acc[r][1], accumulate);
             }
         }
     }
