@@ -461,3 +461,104 @@ fn streamed_dequantization_is_bit_exact() -> Result<(), bioalign_quant::Error> {
     }
     Ok(())
 }
+
+/// `kernels::product` (a fresh output, not zeroed first when the blocked kernel runs)
+/// gives bit for bit what the six `matmul_*` functions write into a zeroed output, on
+/// either side of the row-dot-product threshold and across threads, and rejects an
+/// input of the wrong length naming it.
+#[test]
+fn product_into_a_fresh_vector_equals_the_matmul_functions() {
+    use kernels::{Product, Q8Weight};
+    let (rows, cols) = (70, 96);
+    let bs = BlockSize::new(64).unwrap();
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
+        .collect();
+    let (packed, absmax) = quantize_4bit(&data, bs, QuantType::Nf4).unwrap();
+    let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, QuantType::Nf4).unwrap();
+    let qs: Vec<i8> = (0..rows * cols).map(|i| (i * 37 % 255) as i8).collect();
+    let sc: Vec<f32> = (0..rows * cols / 32)
+        .map(|i| 0.01 + i as f32 * 1e-4)
+        .collect();
+    let q = Q8Weight::new(&qs, &sc, rows, cols).unwrap();
+    for isa in Isa::all_available() {
+        for (m, threads) in [(1, 1), (3, 2), (4, 1), (150, 2), (151, 3)] {
+            let xi: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let xo: Vec<f32> = (0..m * rows)
+                .map(|i| ((i * 41 % 103) as f32 - 51.0) / 26.0)
+                .collect();
+            // (product, its input, the same product through a `matmul_*` function).
+            type Old<'a> = Box<dyn Fn(&mut [f32]) -> bioalign_quant::Result<()> + 'a>;
+            let cases: Vec<(&str, Product<'_>, &[f32], usize, Old<'_>)> = vec![
+                (
+                    "nt",
+                    Product::Nt(w),
+                    &xi,
+                    rows,
+                    Box::new(|y| kernels::matmul_nt(&xi, m, &w, y, isa, threads)),
+                ),
+                (
+                    "nn",
+                    Product::Nn(w),
+                    &xo,
+                    cols,
+                    Box::new(|y| kernels::matmul_nn(&xo, m, &w, y, isa, threads)),
+                ),
+                (
+                    "nt f32",
+                    Product::NtF32 {
+                        w: &data,
+                        rows,
+                        cols,
+                    },
+                    &xi,
+                    rows,
+                    Box::new(|y| {
+                        kernels::matmul_nt_f32(&xi, m, &data, rows, cols, y, isa, threads)
+                    }),
+                ),
+                (
+                    "kn f32",
+                    Product::KnF32 {
+                        w: &data,
+                        cols: rows,
+                        n: cols,
+                    },
+                    &xo,
+                    cols,
+                    Box::new(|y| {
+                        kernels::matmul_kn_f32(&xo, m, &data, rows, cols, y, isa, threads)
+                    }),
+                ),
+                (
+                    "nt q8",
+                    Product::NtQ8(q),
+                    &xi,
+                    rows,
+                    Box::new(|y| kernels::matmul_nt_q8(&xi, m, &q, y, isa, threads)),
+                ),
+                (
+                    "nn q8",
+                    Product::NnQ8(q),
+                    &xo,
+                    cols,
+                    Box::new(|y| kernels::matmul_nn_q8(&xo, m, &q, y, isa, threads)),
+                ),
+            ];
+            for (name, p, x, out, old) in cases {
+                let got = kernels::product(x, m, p, isa, threads).unwrap();
+                let mut want = vec![0f32; m * out];
+                old(&mut want).unwrap();
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{name} {m} rows {isa:?}/{threads}"
+                );
+                let e = kernels::product(&x[..x.len() - 1], m, p, isa, threads).unwrap_err();
+                assert!(e.to_string().contains("input"), "{name}: {e}");
+            }
+        }
+    }
+}
