@@ -419,19 +419,18 @@ fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
     }
 }
 
-/// The micro-batch workers of a run: how many, each one's share of the cores, and
-/// each one's thread pool (made once per run).
+/// The micro-batch workers of a run: how many, and each one's thread pool (made once
+/// per run).
 struct Workers {
     count: usize,
-    share: usize,
     pools: Vec<rayon::ThreadPool>,
 }
 
 impl Workers {
-    /// `count` workers. Each keeps a core busy: its products get its share of the
-    /// cores, not all, and its other parallel loops run on a pool of that many
-    /// threads (handing half of each loop to the global pool, whose threads had no
-    /// free core, cost more than it gained).
+    /// `count` workers. Each keeps a core busy, so each runs on a pool of its share of
+    /// the cores: its products and parallel loops split over that share (handing half
+    /// of each to the global pool, whose threads had no free core, cost more than it
+    /// gained).
     fn new(count: usize) -> Result<Self> {
         let count = count.max(1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -447,11 +446,7 @@ impl Workers {
                     reason: format!("could not start a worker's thread pool: {e}"),
                 })?
         };
-        Ok(Self {
-            count,
-            share,
-            pools,
-        })
+        Ok(Self { count, pools })
     }
 }
 
@@ -481,11 +476,8 @@ where
         return Ok(());
     }
     let replicas: Vec<M> = (1..n).map(|_| M::from_inner(model.valid())).collect();
-    let share = workers.share;
     let step = |w: usize, m: &mut M, j: &MicroJob| {
-        workers.pools[w].install(|| {
-            bioalign_quant::kernels::with_thread_limit(share, || micro_step(m, j, ctx, device))
-        })
+        workers.pools[w].install(|| micro_step(m, j, ctx, device))
     };
     let mut done = std::thread::scope(|s| {
         let handles: Vec<_> = replicas

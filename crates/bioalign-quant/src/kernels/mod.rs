@@ -77,40 +77,17 @@ impl Isa {
     }
 }
 
-thread_local! {
-    /// This thread's cap on the threads of a product asked to use every core (0: none).
-    static THREAD_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Runs `f` with the products this thread starts (those asked for every core,
-/// `threads = 0`) using at most `n` threads; products asking for a number keep it.
-/// For callers that already keep every core busy with their own threads, such as
-/// a trainer running one micro-batch per core: split again, each product handed
-/// half its work to a pool thread that had no core to run on (3% of a QLoRA step
-/// in thread hand-offs, session 14).
-pub fn with_thread_limit<R>(n: usize, f: impl FnOnce() -> R) -> R {
-    struct Restore(usize);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_LIMIT.set(self.0);
-        }
-    }
-    let _restore = Restore(THREAD_LIMIT.replace(n));
-    f()
-}
-
-/// Threads to use: `requested` (0 = all cores), at most `work_items`.
+/// Threads to use: `requested`, or with 0 every thread of the rayon pool the caller
+/// runs on (the global pool, one per core unless `RAYON_NUM_THREADS` says otherwise;
+/// inside `ThreadPool::install`, that pool's), at most `work_items`. The helpers of
+/// [`par_chunks_mut`] come from the same pool, so a caller that already keeps the
+/// other cores busy, such as a trainer's micro-batch worker on a pool of its own
+/// share of the cores, splits its products over that share only: split over every
+/// core, each product handed half its work to a thread with no core to run on (3%
+/// of a QLoRA step in thread hand-offs, session 14).
 pub(crate) fn thread_count(requested: usize, work_items: usize) -> usize {
-    // `available_parallelism` reads the cgroup files on every call (a few µs, as
-    // much as a small product); the core count is read once.
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let t = if requested == 0 {
-        let cores =
-            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        match THREAD_LIMIT.get() {
-            0 => cores,
-            limit => cores.min(limit),
-        }
+        rayon::current_num_threads()
     } else {
         requested
     };
@@ -704,19 +681,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thread_limit_caps_products_asking_for_every_core_and_is_restored() {
-        let cores = thread_count(0, usize::MAX);
-        assert_eq!(with_thread_limit(1, || thread_count(0, 100)), 1);
-        // An explicit request is kept; nesting restores the outer limit.
-        assert_eq!(with_thread_limit(1, || thread_count(3, 100)), 3);
-        let nested = with_thread_limit(2, || {
-            let inner = with_thread_limit(1, || thread_count(0, 100));
-            (inner, thread_count(0, 100))
-        });
-        assert_eq!(nested, (1, cores.min(2)));
+    fn products_asking_for_every_core_take_the_callers_pool() {
+        let cores = rayon::current_num_threads();
         assert_eq!(thread_count(0, usize::MAX), cores);
-        // Restored after a panic too.
-        let _ = std::panic::catch_unwind(|| with_thread_limit(1, || panic!("inside")));
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(one.install(|| thread_count(0, 100)), 1);
+        // An explicit request is kept; the work bounds either.
+        assert_eq!(one.install(|| thread_count(3, 100)), 3);
+        assert_eq!(thread_count(0, 1), 1);
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(two.install(|| thread_count(0, 100)), 2);
         assert_eq!(thread_count(0, usize::MAX), cores);
     }
 }
