@@ -1,5 +1,6 @@
 //! AdamW (Loshchilov & Hutter 2019) as `torch.optim.AdamW`'s single-tensor path.
 
+use rayon::prelude::*;
 use safetensors::Dtype;
 
 use super::{f32_bytes, f32s};
@@ -79,7 +80,9 @@ impl AdamW {
         let step_size = (lr / bc1) as f32;
         let bc2s = bc2_sqrt as f32;
         let eps = c.eps as f32;
-        for ((p, g), s) in params.iter_mut().zip(grads).zip(&mut self.state) {
+        // Tensor by tensor over the cores: every value's update is independent.
+        let tensors = params.par_iter_mut().zip(grads).zip(&mut self.state);
+        tensors.for_each(|((p, g), s)| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(&mut s.m).zip(&mut s.v) {
                 *p *= decay;
                 *m += w1 * (g - *m);
@@ -87,7 +90,7 @@ impl AdamW {
                 let denom = v.sqrt() / bc2s + eps;
                 *p += -step_size * (*m / denom);
             }
-        }
+        });
     }
 
     pub(crate) fn state_tensors(&self) -> Vec<(String, Vec<usize>, Dtype, Vec<u8>)> {

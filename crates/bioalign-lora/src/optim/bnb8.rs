@@ -7,6 +7,7 @@
 //! - tensors with fewer than 4,096 elements keep f32 state and bitsandbytes' 32-bit
 //!   update (whose epsilon is scaled by `sqrt(1 - beta2^t)`).
 
+use rayon::prelude::*;
 use safetensors::Dtype;
 
 use super::{AdamWConfig, ParamState, f32_bytes, f32s};
@@ -219,7 +220,10 @@ impl AdamW8bit {
         let (b2, w2) = (c.beta2 as f32, (1.0 - c.beta2) as f32);
         let decay = (1.0 - lr * c.weight_decay) as f32;
         let wd_on = c.weight_decay > 0.0;
-        for ((p, g), s) in params.iter_mut().zip(grads).zip(&mut self.state) {
+        let (qmap1, qmap2, lut1, lut2) = (&self.qmap1, &self.qmap2, &self.lut1, &self.lut2);
+        // Tensor by tensor over the cores: every tensor's update is independent.
+        let tensors = params.par_iter_mut().zip(grads).zip(&mut self.state);
+        tensors.for_each(|((p, g), s)| {
             match s {
                 TensorState::F32(s) => {
                     // _optimizer_update_32bit_cpu, "adam".
@@ -241,8 +245,8 @@ impl AdamW8bit {
                     let n = p.len();
                     let mut m = vec![0f32; n];
                     let mut v = vec![0f32; n];
-                    dequantize_blockwise(&self.qmap1, &q.state1, &q.absmax1, &mut m);
-                    dequantize_blockwise(&self.qmap2, &q.state2, &q.absmax2, &mut v);
+                    dequantize_blockwise(qmap1, &q.state1, &q.absmax1, &mut m);
+                    dequantize_blockwise(qmap2, &q.state2, &q.absmax2, &mut v);
                     let step_size = (-lr / bc1) as f32;
                     let bc2f = bc2 as f32;
                     let eps = c.eps as f32;
@@ -255,11 +259,11 @@ impl AdamW8bit {
                         }
                         *p += step_size * (*m / denom);
                     }
-                    quantize_with_lut(&self.lut1, &m, &mut q.state1, &mut q.absmax1);
-                    quantize_with_lut(&self.lut2, &v, &mut q.state2, &mut q.absmax2);
+                    quantize_with_lut(lut1, &m, &mut q.state1, &mut q.absmax1);
+                    quantize_with_lut(lut2, &v, &mut q.state2, &mut q.absmax2);
                 }
             }
-        }
+        });
     }
 
     pub(crate) fn state_tensors(&self) -> Vec<(String, Vec<usize>, Dtype, Vec<u8>)> {

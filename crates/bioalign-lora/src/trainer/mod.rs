@@ -13,6 +13,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{
@@ -630,13 +631,14 @@ where
                 });
             }
             loss_sum += done.loss as f64;
-            for (a, g) in acc.iter_mut().zip(done.grads) {
+            // Tensor by tensor over the cores (each sum keeps its micro-batch order).
+            acc.par_iter_mut().zip(done.grads).for_each(|(a, g)| {
                 if let Some(g) = g {
                     for (a, g) in a.iter_mut().zip(g) {
                         *a += g;
                     }
                 }
-            }
+            });
             Ok(())
         })?;
         let grad_norm = match cfg.max_grad_norm {
