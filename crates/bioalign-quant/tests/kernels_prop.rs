@@ -357,6 +357,54 @@ fn blocked_products_match_f64_across_block_edges() {
     }
 }
 
+/// The forward product's NF4 panels are dequantized from byte-transposed codes on
+/// AVX-512 (whole 16-row panels of 32-aligned depth blocks), the f32 weight's panels
+/// by transposing floats: both must hold the same values, so `x · Wᵀ` equals the
+/// product with the dequantized weight bit for bit, on every ISA, for block sizes 32
+/// to 256, widths that are and are not multiples of 32, and part panels.
+#[test]
+fn nf4_forward_panels_equal_the_dequantized_weights() {
+    for (m, rows, cols, bs) in [
+        (200, 48, 64, 32),
+        (200, 40, 576, 64),
+        (160, 33, 96, 128),
+        (160, 64, 1536, 256),
+        (160, 32, 100, 64),
+        (170, 17, 288, 32),
+    ] {
+        let bs = BlockSize::new(bs).unwrap();
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
+            .collect();
+        let (packed, absmax) = quantize_4bit(&data, bs, QuantType::Nf4).unwrap();
+        let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, QuantType::Nf4).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1).unwrap();
+        let x: Vec<f32> = (0..m * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        for isa in Isa::all_available() {
+            for threads in [1, 2] {
+                let mut y = vec![f32::NAN; m * rows];
+                kernels::matmul_nt(&x, m, &w, &mut y, isa, threads).unwrap();
+                let mut y32 = vec![f32::NAN; m * rows];
+                kernels::matmul_nt_f32(&x, m, &deq, rows, cols, &mut y32, isa, threads).unwrap();
+                let bad = y
+                    .iter()
+                    .zip(&y32)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(
+                    bad.is_none(),
+                    "{m}x{rows}x{cols} {isa:?}/{threads}: y[{}] nf4 {} vs f32 {}",
+                    bad.unwrap(),
+                    y[bad.unwrap()],
+                    y32[bad.unwrap()]
+                );
+            }
+        }
+    }
+}
+
 /// `y = x · Wᵀ` within 1e-5 of each element's terms of the f64 product, with `W`
 /// given as its `[cols, rows]` transpose `w_t`: the check of `input_gradient_mismatch`.
 fn check_nt(x: &[f32], m: usize, w_t: &[f32], rows: usize, cols: usize, y: &[f32], what: &str) {

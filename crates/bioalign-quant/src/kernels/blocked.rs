@@ -390,6 +390,15 @@ fn pack_block(
             for p in 0..panels {
                 let nc = NR.min(nb - p * NR);
                 let panel = &mut pack[p * KB * NR..p * KB * NR + kc * NR];
+                #[cfg(target_arch = "x86_64")]
+                if let (WeightSource::Nf4(w), Isa::Avx512, NR) = (src, isa, nc)
+                    && w.cols.is_multiple_of(32)
+                    && k0.is_multiple_of(32)
+                    && kc.is_multiple_of(32)
+                {
+                    super::x86::dequant_panel_t(w, j0 + p * NR, k0, kc, panel);
+                    continue;
+                }
                 if let (WeightSource::F32 { w, cols }, NR) = (src, nc) {
                     // Transposed straight from `W`'s rows, without the scratch copy.
                     let start = (j0 + p * NR) * cols + k0;

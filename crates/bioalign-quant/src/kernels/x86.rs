@@ -749,6 +749,103 @@ unsafe fn micro512x2<const MR: usize>(
     }
 }
 
+/// Dequantizes rows `row0..row0 + 16`, columns `k0..k0 + kc` of `w` straight into a
+/// transposed 16-column panel: `panel[k·16 + j] = W[row0 + j][k0 + k]` (`w.cols`, `k0`
+/// and `kc` multiples of 32). The forward product `x · Wᵀ` packs its NF4 weight this
+/// way: the codes are transposed as bytes (a 16 × 16 byte transpose per 32 columns)
+/// and looked up already in panel order, where dequantizing rows and transposing the
+/// floats moved 16 times the bytes through the shuffle unit.
+pub(super) fn dequant_panel_t(
+    w: &Nf4Weight<'_>,
+    row0: usize,
+    k0: usize,
+    kc: usize,
+    panel: &mut [f32],
+) {
+    assert!(w.cols.is_multiple_of(32) && k0.is_multiple_of(32) && kc.is_multiple_of(32));
+    assert!(row0 + 16 <= w.rows && k0 + kc <= w.cols && panel.len() >= kc * 16);
+    // SAFETY: AVX-512F was checked by the caller (`Isa::Avx512`); every row start
+    // `(row0 + j)·cols + k0 + 32c` is a multiple of 32 inside the weight (asserted).
+    unsafe { dequant_panel_t512(w, row0, k0, kc, panel.as_mut_ptr()) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dequant_panel_t512(w: &Nf4Weight<'_>, row0: usize, k0: usize, kc: usize, dst: *mut f32) {
+    let lut = lut512(w.quant_type.code());
+    let shift = w.blocksize.get().trailing_zeros();
+    for c in 0..kc / 32 {
+        let k = k0 + 32 * c;
+        let start = |j: usize| (row0 + j) * w.cols + k;
+        // Byte `b` of the 16 rows' chunks: codes of columns `2b` (high nibble) and
+        // `2b + 1` (low nibble), lane `j` from row `j`. A 32-value chunk lies in one
+        // block (block sizes are multiples of 32).
+        let bytes = transpose16_u8(core::array::from_fn(|j| load16(w.packed, start(j))));
+        let scales: [f32; 16] = core::array::from_fn(|j| w.absmax[start(j) >> shift]);
+        // SAFETY: 16 readable floats; the 32 stores stay inside `kc × 16` (checked by
+        // `dequant_panel_t`).
+        unsafe {
+            let s = _mm512_loadu_ps(scales.as_ptr());
+            for (b, v) in bytes.iter().enumerate() {
+                // `vpermps` reads the low 4 bits of each index: the byte itself picks
+                // the low nibble's code, the byte shifted right by 4 the high one's.
+                let idx = _mm512_cvtepu8_epi32(*v);
+                let hi = _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(idx), lut);
+                let lo = _mm512_permutexvar_ps(idx, lut);
+                let o = dst.add((32 * c + 2 * b) * 16);
+                _mm512_storeu_ps(o, _mm512_mul_ps(hi, s));
+                _mm512_storeu_ps(o.add(16), _mm512_mul_ps(lo, s));
+            }
+        }
+    }
+}
+
+/// The transpose of a 16 × 16 byte matrix held as 16 rows: `out[b]` byte `j` =
+/// `rows[j]` byte `b` (four rounds of interleaves, each doubling the unit).
+#[inline(always)]
+fn transpose16_u8(r: [__m128i; 16]) -> [__m128i; 16] {
+    // SAFETY-free SSE2 shuffles; SSE2 is baseline on x86_64.
+    unsafe {
+        // 16-bit units (rows 2i, 2i + 1) of bytes 0..8 (even slots) and 8..16 (odd).
+        let t: [__m128i; 16] = core::array::from_fn(|q| {
+            let (a, b) = (r[q & !1], r[q | 1]);
+            if q & 1 == 0 {
+                _mm_unpacklo_epi8(a, b)
+            } else {
+                _mm_unpackhi_epi8(a, b)
+            }
+        });
+        // 32-bit units (rows 4i..4i + 4): `u[4i + h]` holds bytes 4h..4h + 4.
+        let u: [__m128i; 16] = core::array::from_fn(|q| {
+            let (i, h) = (q / 4, q % 4);
+            let (a, b) = (t[4 * i + h / 2], t[4 * i + 2 + h / 2]);
+            if h % 2 == 0 {
+                _mm_unpacklo_epi16(a, b)
+            } else {
+                _mm_unpackhi_epi16(a, b)
+            }
+        });
+        // 64-bit units (rows 8g..8g + 8): `v[8g + p]` holds bytes 2p, 2p + 1.
+        let v: [__m128i; 16] = core::array::from_fn(|q| {
+            let (g, p) = (q / 8, q % 8);
+            let (a, b) = (u[8 * g + p / 2], u[8 * g + 4 + p / 2]);
+            if p % 2 == 0 {
+                _mm_unpacklo_epi32(a, b)
+            } else {
+                _mm_unpackhi_epi32(a, b)
+            }
+        });
+        // All 16 rows of byte `b`.
+        core::array::from_fn(|b| {
+            let (a, c) = (v[b / 2], v[8 + b / 2]);
+            if b % 2 == 0 {
+                _mm_unpacklo_epi64(a, c)
+            } else {
+                _mm_unpackhi_epi64(a, c)
+            }
+        })
+    }
+}
+
 /// `panel[k·16 + j] = src[j·ld + k]` for `j < 16`, `k < kc` (`kc` a multiple of 8):
 /// 8 × 8 register transposes.
 pub(super) fn transpose_16xk(src: &[f32], ld: usize, kc: usize, panel: &mut [f32]) {
