@@ -10,6 +10,7 @@
 
 mod blocked;
 mod dispatch;
+mod few;
 mod q8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -417,7 +418,7 @@ pub fn product(x: &[f32], m: usize, p: Product<'_>, isa: Isa, threads: usize) ->
         return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
     }
     let len = m * rows;
-    if len == 0 || !tiles(m, &src) {
+    if len == 0 || !tiles(m, &src, isa.checked()) {
         let mut y = vec![0f32; len];
         run_matmul(x, m, &src, rows, cols, &mut y, isa.checked(), threads);
         return Ok(y);
@@ -587,11 +588,14 @@ fn run_matmul(
     if m == 0 || rows == 0 {
         return;
     }
-    if tiles(m, src) {
+    if tiles(m, src, isa) {
         // SAFETY: `f32` and `MaybeUninit<f32>` share a layout, and the kernel only
         // writes finished values.
         let y = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast(), y.len()) };
         return blocked::gemm(isa, src, x, m, rows, cols, y, threads);
+    }
+    if few::applies(m, src, isa) {
+        return few::product(src, x, m, rows, cols, y, threads);
     }
     if let WeightSource::F32Kn { w, n } = src {
         // `y_i = Σ_k x_ik · W[k]`: each thread streams its columns of every row of `W`
@@ -612,10 +616,13 @@ fn run_matmul(
 }
 
 /// Whether the blocked kernel runs `x · Vᵀ` for `m` rows of `x`: row dot products
-/// (a GEMV) take fewer than [`GEMV_MAX_M`] rows, except for `Nf4T` and `Q8T`, whose
-/// rows of `V` are strided and always tile.
-fn tiles(m: usize, src: &WeightSource<'_>) -> bool {
-    m >= GEMV_MAX_M || !(src.rows_contiguous() || matches!(src, WeightSource::F32Kn { .. }))
+/// (a GEMV) take fewer than [`GEMV_MAX_M`] rows where rows of `V` are contiguous,
+/// and 8-bit weights on AVX-512 take [`few`]'s unpacked path below [`few::FEW_MAX`]
+/// rows (one row of `Q8` stays a GEMV); `Nf4T` tiles from one row.
+fn tiles(m: usize, src: &WeightSource<'_>, isa: Isa) -> bool {
+    !few::applies(m, src, isa)
+        && (m >= GEMV_MAX_M
+            || !(src.rows_contiguous() || matches!(src, WeightSource::F32Kn { .. })))
 }
 
 /// `y[j] = Σ_k x[k] · w[k · n + c0 + j]` for `j < y.len()`: rows of `w` four at a

@@ -145,6 +145,126 @@ fn dot_avx2(qs: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     super::x86::hsum256(s)
 }
 
+/// `out[j·M + i] = Σ_k W[j0 + j][k] · x[i][k]` for `i < M` (1 to 8 rows of `x`, `cols`
+/// apart): each row of codes widened and scaled once for all `M` dot products.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn dots_few(w: &Q8Weight<'_>, x: &[f32], m: usize, j0: usize, out: &mut [f32]) {
+    assert!((1..=8).contains(&m) && x.len() >= m * w.cols && out.len().is_multiple_of(m));
+    assert!(j0 + out.len() / m <= w.rows);
+    // SAFETY: AVX-512F was checked by the caller (`Isa::Avx512`); bounds asserted.
+    unsafe {
+        match m {
+            1 => dots_few512::<1>(w, x, j0, out),
+            2 => dots_few512::<2>(w, x, j0, out),
+            3 => dots_few512::<3>(w, x, j0, out),
+            4 => dots_few512::<4>(w, x, j0, out),
+            5 => dots_few512::<5>(w, x, j0, out),
+            6 => dots_few512::<6>(w, x, j0, out),
+            7 => dots_few512::<7>(w, x, j0, out),
+            _ => dots_few512::<8>(w, x, j0, out),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn dots_few512<const M: usize>(w: &Q8Weight<'_>, x: &[f32], j0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let cols = w.cols;
+    for (j, o) in out.chunks_exact_mut(M).enumerate() {
+        let r = j0 + j;
+        let scales = &w.scales[r * cols / Q8_BLOCK..(r + 1) * cols / Q8_BLOCK];
+        // Two accumulators per row (each block's halves): two FMA chains per row.
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        // SAFETY (loop): block `b` of row `r` has 32 codes; each `x` row `cols` floats.
+        unsafe {
+            let q = w.qs.as_ptr().add(r * cols);
+            for (b, &d) in scales.iter().enumerate() {
+                let d = _mm512_set1_ps(d);
+                let c0 = _mm_loadu_si128(q.add(b * Q8_BLOCK).cast());
+                let c1 = _mm_loadu_si128(q.add(b * Q8_BLOCK + 16).cast());
+                let w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c0)));
+                let w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c1)));
+                for i in 0..M {
+                    let xi = x.as_ptr().add(i * cols + b * Q8_BLOCK);
+                    acc[i][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xi), acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xi.add(16)), acc[i][1]);
+                }
+            }
+        }
+        for i in 0..M {
+            o[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]));
+        }
+    }
+}
+
+/// `out[i][c] = Σ_k x[i][k] · W[k][j0 + c]` for `i < m`, `c < jn` (`out` `[m, jn]`,
+/// `j0` and `jn` multiples of 16): rows of codes widened and scaled four at a time,
+/// then added into every row's outputs.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn axpy_few(
+    w: &Q8Weight<'_>,
+    x: &[f32],
+    m: usize,
+    j0: usize,
+    jn: usize,
+    out: &mut [f32],
+) {
+    assert!(j0.is_multiple_of(16) && jn.is_multiple_of(16) && j0 + jn <= w.cols);
+    assert!(x.len() >= m * w.rows && out.len() >= m * jn);
+    // SAFETY: AVX-512F was checked by the caller (`Isa::Avx512`); bounds asserted.
+    unsafe { axpy_few512(w, x, m, j0, jn, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn axpy_few512(
+    w: &Q8Weight<'_>,
+    x: &[f32],
+    m: usize,
+    j0: usize,
+    jn: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const R: usize = 4;
+    let (k_all, cols) = (w.rows, w.cols);
+    out[..m * jn].iter_mut().for_each(|v| *v = 0.0);
+    let o = out.as_mut_ptr();
+    let mut k = 0;
+    while k < k_all {
+        let g = R.min(k_all - k);
+        for c in (0..jn).step_by(16) {
+            let col = j0 + c;
+            // SAFETY: rows `k..k + g` exist; 16 codes from `col` lie in one block of
+            // row `k + r`; `out` holds `m` rows of `jn`; `x` holds `m` rows of `k_all`.
+            unsafe {
+                let wv: [__m512; R] = core::array::from_fn(|r| {
+                    if r < g {
+                        let e = (k + r) * cols + col;
+                        let c8 = _mm_loadu_si128(w.qs.as_ptr().add(e).cast());
+                        let d = _mm512_set1_ps(*w.scales.get_unchecked(e / Q8_BLOCK));
+                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c8)))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                for i in 0..m {
+                    let op = o.add(i * jn + c);
+                    let xi = x.as_ptr().add(i * k_all + k);
+                    let mut acc = _mm512_loadu_ps(op);
+                    for (r, wr) in wv.iter().enumerate().take(g) {
+                        acc = _mm512_fmadd_ps(_mm512_set1_ps(*xi.add(r)), *wr, acc);
+                    }
+                    _mm512_storeu_ps(op, acc);
+                }
+            }
+        }
+        k += g;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,8 +308,9 @@ mod tests {
 
     /// The products through the 8-bit source equal, bit for bit, the f32 products
     /// of the expanded table through the same kernels (the blocked GEMM packs the
-    /// same values); below four rows, where the two take different paths (row dot
-    /// products, streamed columns), they agree to rounding.
+    /// same values); below four rows, and on AVX-512 below 16 (the 8-bit weight's
+    /// unpacked few-row path), where the two take different paths, they agree to
+    /// rounding.
     #[test]
     fn products_equal_the_expanded_tables() {
         use crate::kernels::{
@@ -201,14 +322,15 @@ mod tests {
         let mut dense = vec![0f32; rows * cols];
         gather_rows_q8(&w, &(0..rows).collect::<Vec<_>>(), &mut dense, Isa::Scalar).unwrap();
         for isa in Isa::all_available() {
-            for m in [1, 3, 4, 13] {
+            for m in [1, 3, 4, 13, 16] {
+                let exact = m >= 16 || (m >= 4 && isa != Isa::Avx512);
                 let x: Vec<f32> = (0..m * cols)
                     .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)
                     .collect();
                 let (mut a, mut b) = (vec![0f32; m * rows], vec![0f32; m * rows]);
                 matmul_nt_q8(&x, m, &w, &mut a, isa, 2).unwrap();
                 matmul_nt_f32(&x, m, &dense, rows, cols, &mut b, isa, 2).unwrap();
-                if m >= 4 {
+                if exact {
                     assert_eq!(a, b, "{isa:?} nt m={m}");
                 } else {
                     for (p, q) in a.iter().zip(&b) {
@@ -221,7 +343,7 @@ mod tests {
                 let (mut a, mut b) = (vec![0f32; m * cols], vec![0f32; m * cols]);
                 matmul_nn_q8(&dy, m, &w, &mut a, isa, 2).unwrap();
                 matmul_kn_f32(&dy, m, &dense, rows, cols, &mut b, isa, 2).unwrap();
-                if m >= 4 {
+                if exact {
                     assert_eq!(a, b, "{isa:?} nn m={m}");
                 } else {
                     // Below four rows the f32 `[in, out]` product streams columns
@@ -248,5 +370,69 @@ mod tests {
         assert!(Q8Weight::new(&qs, &sc[..3], 2, 64).is_err());
         let err = Q8Weight::new(&qs, &sc, 4, 32 + 16).unwrap_err();
         assert!(err.to_string().contains("multiple of 32"), "{err}");
+    }
+
+    /// Few-row products (1 to 15 rows; the unpacked path on AVX-512) of both
+    /// orientations against the f64 product of the expanded table: row counts across
+    /// the 8-row groups of the dot products, weights split over 1 to 3 threads into
+    /// 32-column ranges with a short last one, and a row count not a multiple of 4.
+    #[test]
+    fn few_row_products_match_f64() {
+        use crate::kernels::{gather_rows_q8, matmul_nn_q8, matmul_nt_q8};
+        for (rows, cols) in [(70, 96), (1111, 160), (37, 4128)] {
+            let (qs, sc) = weight(rows, cols);
+            let w = Q8Weight::new(&qs, &sc, rows, cols).unwrap();
+            let mut dense = vec![0f32; rows * cols];
+            gather_rows_q8(&w, &(0..rows).collect::<Vec<_>>(), &mut dense, Isa::Scalar).unwrap();
+            for isa in Isa::all_available() {
+                for m in [1, 2, 5, 8, 9, 15] {
+                    for threads in [1, 2, 3] {
+                        let what = format!("{rows}x{cols} {isa:?} m={m} threads={threads}");
+                        let x: Vec<f32> = (0..m * cols)
+                            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)
+                            .collect();
+                        let mut y = vec![f32::NAN; m * rows];
+                        matmul_nt_q8(&x, m, &w, &mut y, isa, threads).unwrap();
+                        for i in 0..m {
+                            for j in 0..rows {
+                                let (mut e, mut s) = (0f64, 0f64);
+                                for k in 0..cols {
+                                    let t =
+                                        f64::from(x[i * cols + k]) * f64::from(dense[j * cols + k]);
+                                    e += t;
+                                    s += t.abs();
+                                }
+                                let got = f64::from(y[i * rows + j]);
+                                assert!(
+                                    (got - e).abs() <= 1e-5 * s + 1e-6,
+                                    "nt {what} y[{i}][{j}] {got} vs {e}"
+                                );
+                            }
+                        }
+                        let dy: Vec<f32> = (0..m * rows)
+                            .map(|i| ((i * 5 % 19) as f32 - 9.0) / 7.0)
+                            .collect();
+                        let mut g = vec![f32::NAN; m * cols];
+                        matmul_nn_q8(&dy, m, &w, &mut g, isa, threads).unwrap();
+                        for i in 0..m {
+                            for k in 0..cols {
+                                let (mut e, mut s) = (0f64, 0f64);
+                                for j in 0..rows {
+                                    let t = f64::from(dy[i * rows + j])
+                                        * f64::from(dense[j * cols + k]);
+                                    e += t;
+                                    s += t.abs();
+                                }
+                                let got = f64::from(g[i * cols + k]);
+                                assert!(
+                                    (got - e).abs() <= 1e-5 * s + 1e-6,
+                                    "nn {what} g[{i}][{k}] {got} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
