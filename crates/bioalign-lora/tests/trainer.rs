@@ -223,21 +223,29 @@ impl<B: Backend> CausalLm<B> for Poisoned<B> {
 
 #[test]
 fn nan_loss_stops_and_keeps_the_last_checkpoint() {
+    // One worker: the poison counts LM-head calls on this model; grad_accum 2, so
+    // calls 1-6 are steps 1-3 and call 7 is step 4's first micro-batch. Two workers:
+    // each runs one micro-batch a step, and the replica, made from the model at each
+    // step, counts on from the model's count, so both poison step 4 (call 4), and the
+    // error reaches the trainer through the in-order hand-over of results.
+    for (workers, poison_at) in [(1, 7), (2, 4)] {
+        nan_loss_stops_at_step_4(workers, poison_at);
+    }
+}
+
+fn nan_loss_stops_at_step_4(workers: usize, poison_at: usize) {
     let d = Default::default();
     let lora = lora_cfg();
     let mut m = Poisoned {
         inner: Tiny::<Ad>::new(&lora, 2, &d),
         calls: Cell::new(0),
-        poison_at: 7,
+        poison_at,
     };
     let mut c = cfg();
     c.checkpoint_every = Some(2);
     c.eval_every = None;
-    // One worker: the poison counts LM-head calls on this model (a replica would
-    // count its own).
-    c.workers = 1;
+    c.workers = workers;
     let out = tempfile::tempdir().unwrap();
-    // grad_accum 2: calls 1-6 are steps 1-3, call 7 is step 4's first micro-batch.
     let e = train(
         &mut m,
         &lora,
@@ -256,7 +264,7 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
             loss,
             last_checkpoint,
         } => {
-            assert_eq!(*step, 4);
+            assert_eq!(*step, 4, "{workers} workers");
             assert!(loss.is_nan());
             assert!(last_checkpoint.as_ref().unwrap().ends_with("checkpoint-2"));
         }

@@ -376,7 +376,6 @@ struct MicroJob {
 /// What a micro-batch gave: its loss and, when the loss is finite, the gradient of
 /// every adapter tensor (visit order, A then B; `None` where it got none).
 struct MicroDone {
-    micro: usize,
     loss: f32,
     grads: Vec<Option<Vec<f32>>>,
 }
@@ -401,7 +400,6 @@ fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
     let value = tensor_vec(loss.clone())[0];
     if !value.is_finite() {
         return MicroDone {
-            micro: job.micro,
             loss: value,
             grads: Vec::new(),
         };
@@ -414,7 +412,6 @@ fn micro_step<B: AutodiffBackend, M: CausalLm<B>>(
         }
     });
     MicroDone {
-        micro: job.micro,
         loss: value,
         grads: out,
     }
@@ -454,16 +451,19 @@ impl Workers {
 /// Runs a step's micro-batches, `workers` at a time: worker 0 on `model`, the others
 /// on replicas made from its current values (`from_inner(valid())`: the same
 /// parameters as fresh autodiff leaves, so each backward walks its own graph).
-/// `sink` sees the results in micro-batch order, whatever finished first; with one
-/// worker it sees each as soon as it is done (one micro-batch's gradients alive at a
-/// time, and an error from `sink` stops the step there).
+/// `sink` sees the results in micro-batch order, each as soon as those before it
+/// are in (a result that finishes early waits for them), so a worker's finished
+/// micro-batch is not held while it runs its next one: a SmolLM2 micro-batch's
+/// gradients are 20 MB. With one worker it sees each as soon as it is done, and an
+/// error from `sink` stops the step there; with more, the other micro-batches still
+/// run, but `sink` sees none after the error.
 fn run_micro_batches<B, M>(
     model: &mut M,
     jobs: &[MicroJob],
     workers: &Workers,
     ctx: StepContext,
     device: &B::Device,
-    mut sink: impl FnMut(MicroDone) -> Result<()>,
+    mut sink: impl FnMut(MicroDone) -> Result<()> + Send,
 ) -> Result<()>
 where
     B: AutodiffBackend,
@@ -477,34 +477,63 @@ where
         return Ok(());
     }
     let replicas: Vec<M> = (1..n).map(|_| M::from_inner(model.valid())).collect();
-    let step = |w: usize, m: &mut M, j: &MicroJob| {
-        workers.pools[w].install(|| micro_step(m, j, ctx, device))
+    let ordered = std::sync::Mutex::new(Ordered {
+        next: 0,
+        pending: std::collections::BTreeMap::new(),
+        sink: &mut sink,
+        error: None,
+    });
+    // Runs job `i` on worker `w` and hands its result on in order.
+    let run = |w: usize, m: &mut M, i: usize| {
+        let done = workers.pools[w].install(|| micro_step(m, &jobs[i], ctx, device));
+        let mut guard = ordered.lock().unwrap_or_else(|e| e.into_inner());
+        let o = &mut *guard;
+        o.pending.insert(i, done);
+        while let Some(d) = o.pending.remove(&o.next) {
+            o.next += 1;
+            if o.error.is_none()
+                && let Err(e) = (o.sink)(d)
+            {
+                o.error = Some(e);
+            }
+        }
     };
-    let mut done = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = replicas
             .into_iter()
             .enumerate()
-            .map(|(i, mut replica)| {
+            .map(|(w, mut replica)| {
+                let run = &run;
                 s.spawn(move || {
-                    jobs.iter()
-                        .skip(i + 1)
-                        .step_by(n)
-                        .map(|j| step(i + 1, &mut replica, j))
-                        .collect::<Vec<_>>()
+                    for i in (w + 1..jobs.len()).step_by(n) {
+                        run(w + 1, &mut replica, i);
+                    }
                 })
             })
             .collect();
-        let mut done: Vec<MicroDone> = jobs.iter().step_by(n).map(|j| step(0, model, j)).collect();
+        for i in (0..jobs.len()).step_by(n) {
+            run(0, model, i);
+        }
         for h in handles {
-            match h.join() {
-                Ok(d) => done.extend(d),
-                Err(panic) => std::panic::resume_unwind(panic),
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
             }
         }
-        done
     });
-    done.sort_by_key(|d| d.micro);
-    done.into_iter().try_for_each(sink)
+    let o = ordered.into_inner().unwrap_or_else(|e| e.into_inner());
+    debug_assert!(o.pending.is_empty() && o.next == jobs.len());
+    o.error.map_or(Ok(()), Err)
+}
+
+/// The results of a step's micro-batches on their way to the sink, in order.
+struct Ordered<S> {
+    /// Index (in the step's jobs) of the next result the sink takes.
+    next: usize,
+    /// Results that finished before an earlier one.
+    pending: std::collections::BTreeMap<usize, MicroDone>,
+    sink: S,
+    /// The sink's first error; later results are dropped.
+    error: Option<Error>,
 }
 
 /// Trains `model`'s adapters on `train` (evaluating on `eval`), writing checkpoints,
