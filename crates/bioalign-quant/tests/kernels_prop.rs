@@ -308,13 +308,8 @@ fn blocked_products_match_f64_across_block_edges() {
         (3, 2100, 70),
         (2, 33, 9),
     ] {
-        let data: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
-            .collect();
-        let (packed, absmax) = quantize_4bit(&data, bs, QuantType::Nf4).unwrap();
+        let (packed, absmax, deq) = nf4_pattern(rows, cols, bs);
         let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, QuantType::Nf4).unwrap();
-        let mut deq = vec![0f32; rows * cols];
-        kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1).unwrap();
         // `deq` as `[cols, rows]`: the `[in, out]` layout of `matmul_kn_f32`.
         let mut deq_t = vec![0f32; rows * cols];
         for j in 0..rows {
@@ -373,13 +368,8 @@ fn nf4_forward_panels_equal_the_dequantized_weights() {
         (170, 17, 288, 32),
     ] {
         let bs = BlockSize::new(bs).unwrap();
-        let data: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
-            .collect();
-        let (packed, absmax) = quantize_4bit(&data, bs, QuantType::Nf4).unwrap();
+        let (packed, absmax, deq) = nf4_pattern(rows, cols, bs);
         let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, QuantType::Nf4).unwrap();
-        let mut deq = vec![0f32; rows * cols];
-        kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1).unwrap();
         let x: Vec<f32> = (0..m * cols)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
@@ -403,6 +393,19 @@ fn nf4_forward_panels_equal_the_dequantized_weights() {
             }
         }
     }
+}
+
+/// A `[rows, cols]` NF4 weight quantized from a fixed pattern: its codes, its scales,
+/// and its values as the scalar path dequantizes them.
+fn nf4_pattern(rows: usize, cols: usize, bs: BlockSize) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 300.0)
+        .collect();
+    let (packed, absmax) = quantize_4bit(&data, bs, QuantType::Nf4).unwrap();
+    let w = Nf4Weight::new(&packed, &absmax, rows, cols, bs, QuantType::Nf4).unwrap();
+    let mut deq = vec![0f32; rows * cols];
+    kernels::dequantize_f32(&w, &mut deq, Isa::Scalar, 1).unwrap();
+    (packed, absmax, deq)
 }
 
 /// `y = x · Wᵀ` within 1e-5 of each element's terms of the f64 product, with `W`

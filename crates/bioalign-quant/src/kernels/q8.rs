@@ -393,45 +393,46 @@ mod tests {
                             .collect();
                         let mut y = vec![f32::NAN; m * rows];
                         matmul_nt_q8(&x, m, &w, &mut y, isa, threads).unwrap();
-                        for i in 0..m {
-                            for j in 0..rows {
-                                let (mut e, mut s) = (0f64, 0f64);
-                                for k in 0..cols {
-                                    let t =
-                                        f64::from(x[i * cols + k]) * f64::from(dense[j * cols + k]);
-                                    e += t;
-                                    s += t.abs();
-                                }
-                                let got = f64::from(y[i * rows + j]);
-                                assert!(
-                                    (got - e).abs() <= 1e-5 * s + 1e-6,
-                                    "nt {what} y[{i}][{j}] {got} vs {e}"
-                                );
-                            }
-                        }
+                        let term = |i: usize, j: usize, k: usize| {
+                            f64::from(x[i * cols + k]) * f64::from(dense[j * cols + k])
+                        };
+                        assert_near_f64(&y, [m, rows, cols], term, &format!("nt {what}"));
                         let dy: Vec<f32> = (0..m * rows)
                             .map(|i| ((i * 5 % 19) as f32 - 9.0) / 7.0)
                             .collect();
                         let mut g = vec![f32::NAN; m * cols];
                         matmul_nn_q8(&dy, m, &w, &mut g, isa, threads).unwrap();
-                        for i in 0..m {
-                            for k in 0..cols {
-                                let (mut e, mut s) = (0f64, 0f64);
-                                for j in 0..rows {
-                                    let t = f64::from(dy[i * rows + j])
-                                        * f64::from(dense[j * cols + k]);
-                                    e += t;
-                                    s += t.abs();
-                                }
-                                let got = f64::from(g[i * cols + k]);
-                                assert!(
-                                    (got - e).abs() <= 1e-5 * s + 1e-6,
-                                    "nn {what} g[{i}][{k}] {got} vs {e}"
-                                );
-                            }
-                        }
+                        let term = |i: usize, k: usize, j: usize| {
+                            f64::from(dy[i * rows + j]) * f64::from(dense[j * cols + k])
+                        };
+                        assert_near_f64(&g, [m, cols, rows], term, &format!("nn {what}"));
                     }
                 }
+            }
+        }
+    }
+
+    /// `got` (`[m, n]`) within 1e-5 of the magnitude of its terms of the f64 sums
+    /// `Σ_k term(i, j, k)` over `depth` terms.
+    fn assert_near_f64(
+        got: &[f32],
+        [m, n, depth]: [usize; 3],
+        term: impl Fn(usize, usize, usize) -> f64,
+        what: &str,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let (mut e, mut s) = (0f64, 0f64);
+                for k in 0..depth {
+                    let t = term(i, j, k);
+                    e += t;
+                    s += t.abs();
+                }
+                let g = f64::from(got[i * n + j]);
+                assert!(
+                    (g - e).abs() <= 1e-5 * s + 1e-6,
+                    "{what} [{i}][{j}] {g} vs {e}"
+                );
             }
         }
     }
