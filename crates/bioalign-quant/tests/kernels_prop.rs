@@ -301,6 +301,10 @@ fn blocked_products_match_f64_across_block_edges() {
         // 144 columns each, so AVX-512 dequantizes 128 straight into the panels and
         // copies the last 16 (first thread), or copies all (second thread, unaligned).
         (300, 40, 288),
+        // One panel wide (a rank-16 LoRA product): `x` read unpacked on AVX-512, over
+        // two depth blocks, a part micro-panel, and a part panel.
+        (150, 16, 600),
+        (9, 5, 300),
         // Fewer than four rows: row dot products, or for `[in, out]` weights columns
         // streamed per thread (1100 × 300 splits over three threads, 2100 × 70 ends
         // in a part 16-column chunk).

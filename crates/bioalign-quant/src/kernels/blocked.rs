@@ -190,6 +190,30 @@ fn columns(
             for k0 in (0..cols).step_by(kstep) {
                 let kc = kstep.min(cols - k0);
                 pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
+                // One panel wide, unshared `x`: the micro-kernel reads `x` unpacked.
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 && nb <= NR && xp.is_none() {
+                    let panel = &pack[..kc * NR];
+                    for i in (r0..m).step_by(MR) {
+                        let mr = MR.min(m - i);
+                        let a = &x[i * cols + k0..(i + mr - 1) * cols + k0 + kc];
+                        // SAFETY: rows `i..i + mr`, columns `j0..j0 + nb` of `y` lie
+                        // inside `y` (`m × rows`) and belong to this thread.
+                        let c = unsafe { out.0.add(i * rows + j0) };
+                        super::x86::micro_rows_x16(
+                            mr,
+                            a.as_ptr(),
+                            cols,
+                            panel.as_ptr(),
+                            kc,
+                            c,
+                            rows,
+                            nb,
+                            k0 > 0,
+                        );
+                    }
+                    continue;
+                }
                 for i0 in (r0..m).step_by(MB) {
                     let i1 = (i0 + MB).min(m);
                     // Micro-panels of `x`, `stride` apart: packed here, or by `gemm`.

@@ -681,6 +681,58 @@ unsafe fn micro512x1<const MR: usize>(
     }
 }
 
+/// [`micro_6x32`]'s one-panel case (`nc ≤ 16`) on `mr` rows of `x` read where they lie
+/// (`a[i·lda + k]`), not packed: in a product one panel wide (a rank-16 LoRA
+/// product) each `x` value is read once, so packing it first only copied it. The
+/// same sums in the same order as the packed kernel.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn micro_rows_x16(
+    mr: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    debug_assert!(nc <= 16);
+    // SAFETY: AVX-512F was detected by the caller; the caller checked that `a` holds
+    // `mr` rows of `kc` values `lda` apart, `b` `kc × 16` values, and that `c`
+    // addresses `mr` rows of `nc` writable values `ldc` apart.
+    unsafe { by_rows!(mr, micro512x1_rows(a, lda, b, kc, c, ldc, nc, accumulate)) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn micro512x1_rows<const MR: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): bounds as stated by `micro_rows_x16`'s caller.
+    unsafe {
+        let rows: [*const f32; MR] = core::array::from_fn(|r| a.add(r * lda));
+        let mut acc = [_mm512_setzero_ps(); MR];
+        for k in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(k * 16));
+            for r in 0..MR {
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].add(k)), b0, acc[r]);
+            }
+        }
+        let m0 = lane_mask(nc);
+        for r in 0..MR {
+            store_acc(c.add(r * ldc), m0, acc[r], accumulate);
+        }
+    }
+}
+
 /// The first `n` lanes (all 16 for `n ≥ 16`).
 #[inline(always)]
 fn lane_mask(n: usize) -> __mmask16 {
