@@ -664,21 +664,8 @@ unsafe fn micro512x1<const MR: usize>(
     nc: usize,
     accumulate: bool,
 ) {
-    // SAFETY (whole body): bounds as stated by `micro_6x32`'s caller.
-    unsafe {
-        let mut acc = [_mm512_setzero_ps(); MR];
-        for k in 0..kc {
-            let ak = a.add(k * 6);
-            let b0 = _mm512_loadu_ps(b.add(k * 16));
-            for r in 0..MR {
-                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), b0, acc[r]);
-            }
-        }
-        let m0 = lane_mask(nc);
-        for r in 0..MR {
-            store_acc(c.add(r * ldc), m0, acc[r], accumulate);
-        }
-    }
+    // SAFETY: bounds as stated by `micro_6x32`'s caller.
+    unsafe { one_panel::<MR>(|k, r| *a.add(k * 6 + r), b, kc, c, ldc, nc, accumulate) }
 }
 
 /// [`micro_6x32`]'s one-panel case (`nc ≤ 16`) on `mr` rows of `x` read where they lie
@@ -716,14 +703,37 @@ unsafe fn micro512x1_rows<const MR: usize>(
     nc: usize,
     accumulate: bool,
 ) {
-    // SAFETY (whole body): bounds as stated by `micro_rows_x16`'s caller.
+    // SAFETY: bounds as stated by `micro_rows_x16`'s caller.
     unsafe {
         let rows: [*const f32; MR] = core::array::from_fn(|r| a.add(r * lda));
+        one_panel::<MR>(|k, r| *rows[r].add(k), b, kc, c, ldc, nc, accumulate)
+    }
+}
+
+/// The one-panel kernels' body: `c[r][j] (+)= Σ_k a(k, r) · b[k·16 + j]` for `r < MR`,
+/// `j < nc`, inlined into each (AVX-512) caller with its way of reading `x`.
+///
+/// # Safety
+/// AVX-512F is available; `a(k, r)` may be read for `k < kc`, `r < MR`; `b` holds
+/// `kc × 16` values; `c` addresses `MR` rows of `nc` writable values `ldc` apart.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn one_panel<const MR: usize>(
+    a: impl Fn(usize, usize) -> f32,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): guaranteed by the caller.
+    unsafe {
         let mut acc = [_mm512_setzero_ps(); MR];
         for k in 0..kc {
             let b0 = _mm512_loadu_ps(b.add(k * 16));
             for r in 0..MR {
-                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[r].add(k)), b0, acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a(k, r)), b0, acc[r]);
             }
         }
         let m0 = lane_mask(nc);
