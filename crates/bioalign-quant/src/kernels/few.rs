@@ -50,14 +50,11 @@ pub(super) fn product(
         let (j0, jn) = (ti * per, part.len() / m);
         #[cfg(target_arch = "x86_64")]
         match src {
+            // Up to 8 rows of `x` per pass, written straight into their slots.
             WeightSource::Q8(w) => {
-                for (g, i0) in (0..m).step_by(8).enumerate() {
+                for i0 in (0..m).step_by(8) {
                     let mg = 8.min(m - i0);
-                    let mut o = vec![0f32; jn * mg];
-                    q8::dots_few(w, &x[i0 * cols..], mg, j0, &mut o);
-                    for (j, oj) in o.chunks_exact(mg).enumerate() {
-                        part[j * m + 8 * g..j * m + 8 * g + mg].copy_from_slice(oj);
-                    }
+                    q8::dots_few(w, &x[i0 * cols..], mg, (j0, jn), &mut part[i0..], m);
                 }
             }
             WeightSource::Q8T(w) => q8::axpy_few(w, x, m, j0, jn, part),

@@ -145,23 +145,31 @@ fn dot_avx2(qs: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     super::x86::hsum256(s)
 }
 
-/// `out[j·M + i] = Σ_k W[j0 + j][k] · x[i][k]` for `i < M` (1 to 8 rows of `x`, `cols`
-/// apart): each row of codes widened and scaled once for all `M` dot products.
+/// `out[j·ld + i] = Σ_k W[j0 + j][k] · x[i][k]` for `i < m` (1 to 8 rows of `x`,
+/// `cols` apart) and `j < jn`: each row of codes widened and scaled once for all `m`
+/// dot products.
 #[cfg(target_arch = "x86_64")]
-pub(super) fn dots_few(w: &Q8Weight<'_>, x: &[f32], m: usize, j0: usize, out: &mut [f32]) {
-    assert!((1..=8).contains(&m) && x.len() >= m * w.cols && out.len().is_multiple_of(m));
-    assert!(j0 + out.len() / m <= w.rows);
+pub(super) fn dots_few(
+    w: &Q8Weight<'_>,
+    x: &[f32],
+    m: usize,
+    (j0, jn): (usize, usize),
+    out: &mut [f32],
+    ld: usize,
+) {
+    assert!((1..=8).contains(&m) && m <= ld && x.len() >= m * w.cols && j0 + jn <= w.rows);
+    assert!(jn == 0 || out.len() >= (jn - 1) * ld + m);
     // SAFETY: AVX-512F was checked by the caller (`Isa::Avx512`); bounds asserted.
     unsafe {
         match m {
-            1 => dots_few512::<1>(w, x, j0, out),
-            2 => dots_few512::<2>(w, x, j0, out),
-            3 => dots_few512::<3>(w, x, j0, out),
-            4 => dots_few512::<4>(w, x, j0, out),
-            5 => dots_few512::<5>(w, x, j0, out),
-            6 => dots_few512::<6>(w, x, j0, out),
-            7 => dots_few512::<7>(w, x, j0, out),
-            _ => dots_few512::<8>(w, x, j0, out),
+            1 => dots_few512::<1>(w, x, j0, jn, out, ld),
+            2 => dots_few512::<2>(w, x, j0, jn, out, ld),
+            3 => dots_few512::<3>(w, x, j0, jn, out, ld),
+            4 => dots_few512::<4>(w, x, j0, jn, out, ld),
+            5 => dots_few512::<5>(w, x, j0, jn, out, ld),
+            6 => dots_few512::<6>(w, x, j0, jn, out, ld),
+            7 => dots_few512::<7>(w, x, j0, jn, out, ld),
+            _ => dots_few512::<8>(w, x, j0, jn, out, ld),
         }
     }
 }
@@ -169,10 +177,18 @@ pub(super) fn dots_few(w: &Q8Weight<'_>, x: &[f32], m: usize, j0: usize, out: &m
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn dots_few512<const M: usize>(w: &Q8Weight<'_>, x: &[f32], j0: usize, out: &mut [f32]) {
+unsafe fn dots_few512<const M: usize>(
+    w: &Q8Weight<'_>,
+    x: &[f32],
+    j0: usize,
+    jn: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
     use std::arch::x86_64::*;
     let cols = w.cols;
-    for (j, o) in out.chunks_exact_mut(M).enumerate() {
+    for j in 0..jn {
+        let o = &mut out[j * ld..j * ld + M];
         let r = j0 + j;
         let scales = &w.scales[r * cols / Q8_BLOCK..(r + 1) * cols / Q8_BLOCK];
         // Two accumulators per row (each block's halves): two FMA chains per row.

@@ -865,47 +865,58 @@ unsafe fn dequant_panel_t512(w: &Nf4Weight<'_>, row0: usize, k0: usize, kc: usiz
 /// `rows[j]` byte `b` (four rounds of interleaves, each doubling the unit).
 #[inline(always)]
 fn transpose16_u8(r: [__m128i; 16]) -> [__m128i; 16] {
-    // SAFETY-free SSE2 shuffles; SSE2 is baseline on x86_64.
+    // SAFETY (all four rounds): SSE2 shuffles; SSE2 is baseline on x86_64.
     unsafe {
         // 16-bit units (rows 2i, 2i + 1) of bytes 0..8 (even slots) and 8..16 (odd).
-        let t: [__m128i; 16] = core::array::from_fn(|q| {
-            let (a, b) = (r[q & !1], r[q | 1]);
-            if q & 1 == 0 {
-                _mm_unpacklo_epi8(a, b)
-            } else {
-                _mm_unpackhi_epi8(a, b)
-            }
-        });
+        let t = interleave(
+            &r,
+            |q| (q & !1, q | 1),
+            |a, b| _mm_unpacklo_epi8(a, b),
+            |a, b| _mm_unpackhi_epi8(a, b),
+        );
         // 32-bit units (rows 4i..4i + 4): `u[4i + h]` holds bytes 4h..4h + 4.
-        let u: [__m128i; 16] = core::array::from_fn(|q| {
-            let (i, h) = (q / 4, q % 4);
-            let (a, b) = (t[4 * i + h / 2], t[4 * i + 2 + h / 2]);
-            if h % 2 == 0 {
-                _mm_unpacklo_epi16(a, b)
-            } else {
-                _mm_unpackhi_epi16(a, b)
-            }
-        });
+        let pairs = |q: usize| (q / 4 * 4 + q % 4 / 2, q / 4 * 4 + 2 + q % 4 / 2);
+        let u = interleave(
+            &t,
+            pairs,
+            |a, b| _mm_unpacklo_epi16(a, b),
+            |a, b| _mm_unpackhi_epi16(a, b),
+        );
         // 64-bit units (rows 8g..8g + 8): `v[8g + p]` holds bytes 2p, 2p + 1.
-        let v: [__m128i; 16] = core::array::from_fn(|q| {
-            let (g, p) = (q / 8, q % 8);
-            let (a, b) = (u[8 * g + p / 2], u[8 * g + 4 + p / 2]);
-            if p % 2 == 0 {
-                _mm_unpacklo_epi32(a, b)
-            } else {
-                _mm_unpackhi_epi32(a, b)
-            }
-        });
+        let pairs = |q: usize| (q / 8 * 8 + q % 8 / 2, q / 8 * 8 + 4 + q % 8 / 2);
+        let v = interleave(
+            &u,
+            pairs,
+            |a, b| _mm_unpacklo_epi32(a, b),
+            |a, b| _mm_unpackhi_epi32(a, b),
+        );
         // All 16 rows of byte `b`.
-        core::array::from_fn(|b| {
-            let (a, c) = (v[b / 2], v[8 + b / 2]);
-            if b % 2 == 0 {
-                _mm_unpacklo_epi64(a, c)
-            } else {
-                _mm_unpackhi_epi64(a, c)
-            }
-        })
+        interleave(
+            &v,
+            |b| (b / 2, 8 + b / 2),
+            |a, b| _mm_unpacklo_epi64(a, b),
+            |a, b| _mm_unpackhi_epi64(a, b),
+        )
     }
+}
+
+/// One round of [`transpose16_u8`]: `out[q] = lo(src[i], src[j])` for even `q`,
+/// `hi(src[i], src[j])` for odd `q`, with `(i, j) = pair(q)`.
+#[inline(always)]
+fn interleave(
+    src: &[__m128i; 16],
+    pair: impl Fn(usize) -> (usize, usize),
+    lo: impl Fn(__m128i, __m128i) -> __m128i,
+    hi: impl Fn(__m128i, __m128i) -> __m128i,
+) -> [__m128i; 16] {
+    core::array::from_fn(|q| {
+        let (i, j) = pair(q);
+        if q % 2 == 0 {
+            lo(src[i], src[j])
+        } else {
+            hi(src[i], src[j])
+        }
+    })
 }
 
 /// `panel[k·16 + j] = src[j·ld + k]` for `j < 16`, `k < kc` (`kc` a multiple of 8):
