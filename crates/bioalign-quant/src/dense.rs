@@ -76,7 +76,7 @@ pub fn try_flex_matmul<B: Backend>(
     };
     let y = kernels::product(xs, m, product, Isa::detect(), 0).expect("shapes checked above");
     let out = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(Flex::float_from_data(
-        TensorData::new(y, [m, n]),
+        kernels::pool::f32_data(y, [m, n]),
         &device,
     )));
     Ok(same_type(out))

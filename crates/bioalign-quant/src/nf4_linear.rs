@@ -167,7 +167,7 @@ fn flex_product(
     let x = crate::dense::f32_contiguous(x);
     let xs = crate::dense::f32_slice(&x);
     let y = kernels::product(xs, m, product, Isa::detect(), 0).expect("shapes checked above");
-    F::float_from_data(TensorData::new(y, [m, n_out]), &device)
+    F::float_from_data(kernels::pool::f32_data(y, [m, n_out]), &device)
 }
 
 #[derive(Debug)]

@@ -126,7 +126,7 @@ fn q8_flex(x: FloatTensor<Flex>, w: &Q8Packed, grad: bool) -> FloatTensor<Flex> 
         (w.matmul_nt(slice(&x), m), w.rows())
     };
     let y = y.expect("the hidden size matches the table (checked when loading)");
-    FlexTensor::from_data(TensorData::new(y, [m, n]))
+    FlexTensor::from_data(bioalign_quant::kernels::pool::f32_data(y, [m, n]))
 }
 
 #[derive(Debug)]

@@ -11,6 +11,7 @@
 mod blocked;
 mod dispatch;
 mod few;
+pub mod pool;
 mod q8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -423,8 +424,7 @@ pub fn product(x: &[f32], m: usize, p: Product<'_>, isa: Isa, threads: usize) ->
         run_matmul(x, m, &src, rows, cols, &mut y, isa.checked(), threads);
         return Ok(y);
     }
-    let mut y = Vec::with_capacity(len);
-    huge_pages(&mut y);
+    let mut y = pool::take(len);
     blocked::gemm(
         isa.checked(),
         &src,
@@ -438,36 +438,6 @@ pub fn product(x: &[f32], m: usize, p: Product<'_>, isa: Isa, threads: usize) ->
     // SAFETY: `blocked::gemm` wrote all `len` elements.
     unsafe { y.set_len(len) };
     Ok(y)
-}
-
-/// Outputs from this many bytes on are backed by transparent huge pages.
-const HUGE_MIN: usize = 16 << 20;
-
-/// Asks Linux to back the 2 MiB-aligned part of `v`'s (not yet touched) buffer with
-/// transparent huge pages when it is at least [`HUGE_MIN`] bytes: SmolLM2's logits for
-/// a 32 × 32 batch (201 MB, mapped afresh by the allocator for each forward) otherwise
-/// fault in 49,000 pages of 4 KiB, 7% of the forward's time. A hint: where THP is off
-/// (or not Linux) nothing changes.
-fn huge_pages(v: &mut Vec<f32>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let bytes = v.capacity() * size_of::<f32>();
-        if bytes < HUGE_MIN {
-            return;
-        }
-        let start = (v.as_mut_ptr() as usize).next_multiple_of(HUGE);
-        let end = (v.as_mut_ptr() as usize + bytes) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: the range lies inside `v`'s allocation; `madvise` only changes
-            // how its pages are backed, never their contents.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
 }
 
 /// `y = x · Vᵀ` for the product `p` after checking the lengths of `x`, `y` and an
