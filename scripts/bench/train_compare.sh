@@ -9,6 +9,7 @@
 #   bash scripts/bench/train_compare.sh            # STEPS=20 THREADS=2
 #   STEPS=10 bash scripts/bench/train_compare.sh
 #   SKIP_BUILD=1 bash scripts/bench/train_compare.sh   # use the finetune binary already built
+#   OURS_FLAGS=--recompute-mlp-input bash scripts/bench/train_compare.sh   # extra finetune flags
 #
 # The rows: the first STEPS*8 rows of out/ctd/train.csv (prepare_data's output), so each side
 # trains on each row exactly once (in its own seeded order). tokens/s = real tokens trained on
@@ -46,7 +47,7 @@ rm -rf "$WORK/ours"
 RAYON_NUM_THREADS=$THREADS /usr/bin/time -f "%M %U %S" -o "$WORK/ours.time" \
   "$TARGET/release/examples/finetune" --model "$MODEL" --data "$ROWS" --out "$WORK/ours" \
   --max-steps "$STEPS" --load-in-4bit --eval-rows 0 --eval-every 0 --checkpoint-every 0 \
-  --workers "$THREADS" >&2
+  --workers "$THREADS" ${OURS_FLAGS:-} >&2
 
 echo "== transformers + PEFT + bitsandbytes" >&2
 OMP_NUM_THREADS=$THREADS /usr/bin/time -f "%M %U %S" -o "$WORK/torch.time" \

@@ -13,6 +13,7 @@
 //! - `dh = dt · Aᵀ`.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -37,8 +38,9 @@ pub(crate) fn lora_delta<B: Backend>(
     a: Tensor<B, 2>,
     b: Tensor<B, 2>,
     scaling: f32,
+    recompute: Option<Recompute>,
 ) -> Tensor<B, 2> {
-    match fused_delta(&h, &a, &b, scaling) {
+    match fused_delta(&h, &a, &b, scaling, recompute) {
         Some(u) => u,
         None => crate::matmul_last(crate::matmul_last(h, a), b).mul_scalar(scaling),
     }
@@ -50,6 +52,7 @@ fn fused_delta<B: Backend>(
     a: &Tensor<B, 2>,
     b: &Tensor<B, 2>,
     scaling: f32,
+    recompute: Option<Recompute>,
 ) -> Option<Tensor<B, 2>> {
     macro_rules! fused {
         ($ad:ty) => {
@@ -58,7 +61,7 @@ fn fused_delta<B: Backend>(
                 (a as &dyn Any).downcast_ref::<Tensor<$ad, 2>>(),
                 (b as &dyn Any).downcast_ref::<Tensor<$ad, 2>>(),
             ) {
-                let u = lora_autodiff(h2.clone(), a2.clone(), b2.clone(), scaling);
+                let u = lora_autodiff(h2.clone(), a2.clone(), b2.clone(), scaling, recompute);
                 return (Box::new(u) as Box<dyn Any>)
                     .downcast::<Tensor<B, 2>>()
                     .ok()
@@ -105,10 +108,43 @@ fn dims2(t: &FloatTensor<Flex>) -> [usize; 2] {
     [s[0], s[1]]
 }
 
-/// What the backward needs: `h`, `A`, `B` (contiguous) and `t = s · h · A`.
+/// Makes a LoRA input again in the backward, for an update that should not keep its
+/// input alive from the forward to the backward: the `down_proj` input is the SwiGLU
+/// of `gate_proj`'s and `up_proj`'s outputs, which the SwiGLU's own backward keeps
+/// anyway, so recomputing it from them drops `[tokens, intermediate]` floats per
+/// layer from the activations a step holds. The recipe must give exactly the values
+/// the forward was given (the same kernel on the same inputs), so the gradients are
+/// the same bit for bit.
+#[derive(Clone)]
+pub struct Recompute(Arc<dyn Fn() -> FloatTensor<Flex> + Send + Sync>);
+
+impl Recompute {
+    /// A recipe for the input (any shape with the input's elements, row-major).
+    pub fn new(f: impl Fn() -> FloatTensor<Flex> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Recompute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recompute")
+    }
+}
+
+/// The update's input as the backward gets it.
+#[derive(Clone, Debug)]
+enum Input {
+    /// Kept from the forward (contiguous).
+    Kept(FloatTensor<Flex>),
+    /// Made again by the recipe.
+    Again(Recompute),
+}
+
+/// What the backward needs: `h` (`[m, in]`), `A`, `B` (contiguous) and `t = s · h · A`.
 #[derive(Clone, Debug)]
 struct LoraState {
-    h: FloatTensor<Flex>,
+    h: Input,
+    m: usize,
     a: FloatTensor<Flex>,
     b: FloatTensor<Flex>,
     t: Vec<f32>,
@@ -124,13 +160,23 @@ impl Backward<Flex, 3> for LoraBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let LoraState {
             h,
+            m,
             a,
             b,
             t,
             scaling,
         } = ops.state;
         let du = f32_contiguous(grads.consume::<Flex>(&ops.node));
-        let ([m, inp], [_, r], [_, out]) = (dims2(&h), dims2(&a), dims2(&b));
+        let ([inp, r], [_, out]) = (dims2(&a), dims2(&b));
+        let h = match h {
+            Input::Kept(h) => h,
+            Input::Again(f) => f32_contiguous(f.0()),
+        };
+        assert_eq!(
+            h.shape().num_elements(),
+            m * inp,
+            "a recomputed LoRA input has the forward's size"
+        );
         let du = f32_slice(&du);
         let (hs, as_, bs) = (f32_slice(&h), f32_slice(&a), f32_slice(&b));
         let [ph, pa, pb] = ops.parents;
@@ -160,6 +206,7 @@ fn lora_autodiff<C: CheckpointStrategy>(
     a: Tensor<Autodiff<Flex, C>, 2>,
     b: Tensor<Autodiff<Flex, C>, 2>,
     scaling: f32,
+    recompute: Option<Recompute>,
 ) -> Tensor<Autodiff<Flex, C>, 2> {
     let (h, a, b) = (
         h.into_primitive().tensor(),
@@ -186,7 +233,11 @@ fn lora_autodiff<C: CheckpointStrategy>(
     {
         OpsKind::Tracked(prep) => prep.finish(
             LoraState {
-                h: hp,
+                h: match recompute {
+                    Some(f) => Input::Again(f),
+                    None => Input::Kept(hp),
+                },
+                m,
                 a: ap,
                 b: bp,
                 t,
@@ -243,7 +294,7 @@ mod tests {
                 let g =
                     Tensor::<Ad, 2>::from_data(TensorData::new(gv.clone(), [m, out]), &FlexDevice);
                 let u = if fused {
-                    fused_delta(&h, &a, &b, 2.5).expect("Autodiff<Flex> takes the fused op")
+                    fused_delta(&h, &a, &b, 2.5, None).expect("Autodiff<Flex> takes the fused op")
                 } else {
                     h.clone()
                         .matmul(a.clone())
@@ -272,6 +323,56 @@ mod tests {
         }
     }
 
+    /// With a recipe, the backward makes `h` again (once) rather than keeping it, and
+    /// every gradient is the same bit for bit as when `h` is kept.
+    #[test]
+    fn a_recomputed_input_gives_the_same_gradients_bit_for_bit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (m, inp, r, out) = (150, 96, 16, 70);
+        let (hv, av, bv, gv) = (
+            random(m * inp, 11),
+            random(inp * r, 12),
+            random(r * out, 13),
+            random(m * out, 14),
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let run = |recompute: bool| {
+            let mk = |v: &Vec<f32>, s: [usize; 2]| {
+                Tensor::<Ad, 2>::from_data(TensorData::new(v.clone(), s), &FlexDevice)
+                    .require_grad()
+            };
+            let (h, a, b) = (mk(&hv, [m, inp]), mk(&av, [inp, r]), mk(&bv, [r, out]));
+            let recipe = recompute.then(|| {
+                let (hv, calls) = (hv.clone(), Arc::clone(&calls));
+                Recompute::new(move || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    flex(hv.clone(), [m, inp])
+                })
+            });
+            let u = fused_delta(&h, &a, &b, 2.0, recipe).expect("the fused op");
+            let g = Tensor::<Ad, 2>::from_data(TensorData::new(gv.clone(), [m, out]), &FlexDevice);
+            let grads = (u.clone() * g).sum().backward();
+            [
+                vec_of(u),
+                vec_of(h.grad(&grads).unwrap()),
+                vec_of(a.grad(&grads).unwrap()),
+                vec_of(b.grad(&grads).unwrap()),
+            ]
+        };
+        let kept = run(false);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let again = run(true);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the recipe runs once, in the backward"
+        );
+        for (name, (k, a)) in ["u", "dh", "dA", "dB"].iter().zip(kept.iter().zip(&again)) {
+            let same = k.iter().zip(a).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same && k.len() == a.len(), "{name} differs");
+        }
+    }
+
     /// Only `Autodiff<Flex>` takes the fused op (plain burn-flex already runs the two
     /// products through the blocked kernel).
     #[test]
@@ -279,10 +380,10 @@ mod tests {
         let mk = |s: [usize; 2]| TensorData::new(random(s[0] * s[1], 8), s);
         let (h, a, b) = (mk([3, 8]), mk([8, 2]), mk([2, 4]));
         let t = |d: &TensorData| Tensor::<Flex, 2>::from_data(d.clone(), &FlexDevice);
-        assert!(fused_delta(&t(&h), &t(&a), &t(&b), 1.0).is_none());
+        assert!(fused_delta(&t(&h), &t(&a), &t(&b), 1.0, None).is_none());
         type Ck = Autodiff<Flex, BalancedCheckpointing>;
         let t = |d: &TensorData| Tensor::<Ck, 2>::from_data(d.clone(), &FlexDevice);
-        assert!(fused_delta(&t(&h), &t(&a), &t(&b), 1.0).is_some());
+        assert!(fused_delta(&t(&h), &t(&a), &t(&b), 1.0, None).is_some());
     }
 
     /// Without a tracked input the op builds no graph and gives the same values.
@@ -297,7 +398,7 @@ mod tests {
             mk(random(inp * r, 6), [inp, r]),
             mk(random(r * out, 7), [r, out]),
         );
-        let fused = vec_of(fused_delta(&h, &a, &b, 0.5).expect("the fused op"));
+        let fused = vec_of(fused_delta(&h, &a, &b, 0.5, None).expect("the fused op"));
         let plain = vec_of(h.matmul(a).matmul(b).mul_scalar(0.5));
         for (x, y) in fused.iter().zip(&plain) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");

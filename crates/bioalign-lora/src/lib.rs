@@ -26,6 +26,7 @@ pub mod trainer;
 
 pub use config::{LayerSelection, LoraConfig, ModuleLora, TargetModules};
 pub use error::{Error, Result};
+pub use fused::Recompute;
 pub use linear::{AdapterSlot, LinearBase, LoraLinear, kaiming_uniform_a, matmul_last, tensor_vec};
 pub use peft::{LoraModel, load_adapter, save_adapter};
 pub use trainer::{CausalLm, Example, LossMode, TrainConfig, TrainSummary, train};

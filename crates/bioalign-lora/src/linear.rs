@@ -2,6 +2,7 @@
 //! `y = base(x) + scaling * B(A(dropout(x)))` (Hu et al. 2021, "LoRA"; matches PEFT's
 //! `lora.Linear`).
 
+use crate::fused::Recompute;
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -197,9 +198,23 @@ impl<B: Backend, L: LinearBase<B>> LoraLinear<B, L> {
 
     /// `[.., in] -> [.., out]`: `base(x) + scaling * (dropout(x) A) B`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_recomputing(x, None)
+    }
+
+    /// [`forward`](Self::forward), where the backward (on `Autodiff<Flex>`, without
+    /// dropout) makes `x` again with `recompute` instead of keeping it: for an input
+    /// cheap to recompute from tensors the graph keeps anyway (see [`Recompute`]).
+    pub fn forward_recomputing<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        recompute: Option<Recompute>,
+    ) -> Tensor<B, D> {
         let y = self.base.forward_base(x.clone());
+        let mut recompute = recompute;
         let h = match self.dropout_seed {
             Some(seed) if self.dropout > 0.0 => {
+                // The update's input is the masked `x`, not what the recipe makes.
+                recompute = None;
                 let shape = x.shape();
                 let mask = dropout_mask(shape.num_elements(), 1.0 - self.dropout, seed);
                 x.clone() * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &x.device())
@@ -215,6 +230,7 @@ impl<B: Backend, L: LinearBase<B>> LoraLinear<B, L> {
             self.lora_a.val(),
             self.lora_b.val(),
             self.scaling as f32,
+            recompute,
         );
         y + u.reshape(out)
     }

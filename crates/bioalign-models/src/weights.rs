@@ -555,6 +555,7 @@ impl<B: Backend> CausalLm<B> {
                     gate_proj,
                     up_proj,
                     down_proj: proj(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
+                    recompute_input: false,
                 },
                 input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
                 post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,

@@ -615,3 +615,37 @@ fn gradient_checkpointing_gives_the_same_gradients_and_training() -> bioalign_lo
     assert!(p == q, "training with gradient checkpointing differs");
     Ok(())
 }
+
+/// `down_proj` adapters that recompute their input in the backward (no dropout)
+/// give the same gradients bit for bit, with or without burn's checkpointing.
+#[test]
+fn recomputing_the_mlp_input_gives_the_same_gradients() {
+    fn grads<B: AutodiffBackend>(recompute: bool) -> Vec<Vec<f32>> {
+        let d = Default::default();
+        let mut m = load::<B>(&tiny("llama"), true).unwrap();
+        m.apply_lora(&lora_all(4), 3).unwrap();
+        randomize_b(&mut m, 9, 0.05, &d);
+        m.set_recompute_mlp_input(recompute);
+        assert!(
+            m.model
+                .layers
+                .iter()
+                .all(|l| l.mlp.recompute_input == recompute)
+        );
+        lora_grads(&m, 96)
+    }
+    let kept = grads::<Ad>(false);
+    for (name, again) in [
+        ("plain", grads::<Ad>(true)),
+        ("checkpointed", grads::<AdCk>(true)),
+    ] {
+        assert_eq!(kept.len(), again.len());
+        for (k, (x, y)) in kept.iter().zip(&again).enumerate() {
+            assert!(max_abs(x) > 0.0);
+            assert!(
+                x == y,
+                "{name}, tensor {k}: a recomputed input changes the gradient"
+            );
+        }
+    }
+}

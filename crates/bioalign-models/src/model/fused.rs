@@ -14,6 +14,7 @@
 //! [`super::kernels`]. Any other backend, or a tensor not on burn-flex, runs the burn
 //! expressions unchanged.
 
+use bioalign_lora::Recompute;
 use std::any::Any;
 use std::sync::Arc;
 
@@ -213,6 +214,31 @@ fn flex_bshd(v: Vec<f32>, [b, h, s, d]: [usize; 4]) -> FloatTensor<Flex> {
         kernels::bshd_strides([b, h, s, d]).to_vec(),
         0,
     ))
+}
+
+/// A recipe that makes `swiglu(g, u)` again from the SwiGLU's inputs, which its own
+/// backward keeps anyway, so the `down_proj` adapter need not keep its input
+/// (`[tokens, intermediate]` floats per layer) from the forward to the backward.
+/// `None` off `Autodiff<Flex>`.
+pub(crate) fn swiglu_recipe<B: Backend, const D: usize>(
+    g: &Tensor<B, D>,
+    u: &Tensor<B, D>,
+) -> Option<Recompute> {
+    macro_rules! ad {
+        ($ad:ty) => {
+            if let (Some(g2), Some(u2)) = (
+                (g as &dyn Any).downcast_ref::<Tensor<$ad, D>>(),
+                (u as &dyn Any).downcast_ref::<Tensor<$ad, D>>(),
+            ) {
+                let gp = g2.clone().into_primitive().tensor().primitive;
+                let up = u2.clone().into_primitive().tensor().primitive;
+                return Some(Recompute::new(move || swiglu_flex(&gp, &up)));
+            }
+        };
+    }
+    ad!(Autodiff<Flex, NoCheckpointing>);
+    ad!(Autodiff<Flex, BalancedCheckpointing>);
+    None
 }
 
 fn swiglu_flex(g: &FloatTensor<Flex>, u: &FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -606,6 +632,67 @@ mod tests {
                 "{what}[{i}]: {x} vs {y}"
             );
         }
+    }
+
+    /// The `down_proj` adapter that makes its input again in the backward (what
+    /// `Mlp::forward` does in training) gives the same gradients, bit for bit, as the
+    /// one that keeps it.
+    #[test]
+    fn recomputing_the_down_proj_input_changes_no_gradient() {
+        use super::super::layers::{Mlp, Projection};
+        use bioalign_lora::ModuleLora;
+        use rand::SeedableRng;
+        let (hidden, inter, tokens) = (24, 40, 7);
+        let dev = FlexDevice;
+        let w = |o: usize, i: usize| -> Projection<Ad> {
+            let t = Tensor::<Flex, 2>::random([o, i], Distribution::Normal(0.0, 0.2), &dev);
+            let v = t.into_data().into_vec::<f32>().unwrap();
+            Projection::dense(&v, o, i, &dev)
+        };
+        let lora = ModuleLora {
+            r: 4,
+            alpha: 8.0,
+            scaling: 2.0,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut down = w(hidden, inter).with_lora(lora, 0.0, &mut rng, &dev);
+        let b = Tensor::<Ad, 2>::random([4, hidden], Distribution::Normal(0.0, 0.5), &dev);
+        let a = down.adapter().unwrap().lora_a().val();
+        down.adapter_mut().unwrap().set_lora(a, b);
+        let mlp = Mlp {
+            gate_proj: w(inter, hidden),
+            up_proj: w(inter, hidden),
+            down_proj: down,
+            recompute_input: true,
+        };
+        let x = Tensor::<Ad, 3>::random([1, tokens, hidden], Distribution::Normal(0.0, 1.0), &dev)
+            .require_grad();
+        let dy = Tensor::<Ad, 3>::random([1, tokens, hidden], Distribution::Normal(0.0, 1.0), &dev);
+        let grads = |y: Tensor<Ad, 3>| {
+            let g = (y * dy.clone()).sum().backward();
+            let slot = mlp.down_proj.adapter().unwrap();
+            [
+                x.grad(&g).unwrap().into_data(),
+                slot.lora_a().val().grad(&g).unwrap().into_data(),
+                slot.lora_b().val().grad(&g).unwrap().into_data(),
+            ]
+        };
+        let again = grads(mlp.forward(x.clone()));
+        let kept = grads({
+            let gate = mlp.gate_proj.forward(x.clone());
+            let up = mlp.up_proj.forward(x.clone());
+            mlp.down_proj.forward(swiglu(gate, up))
+        });
+        for (name, (k, a)) in ["dx", "dA", "dB"].iter().zip(kept.iter().zip(&again)) {
+            let (k, a) = (k.to_vec::<f32>().unwrap(), a.to_vec::<f32>().unwrap());
+            assert!(k.iter().any(|v| *v != 0.0), "{name} is not trivially zero");
+            let same =
+                k.len() == a.len() && k.iter().zip(&a).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{name} differs");
+        }
+        assert!(swiglu_recipe(&x, &x).is_some());
+        let plain = Tensor::<Flex, 2>::zeros([2, 2], &dev);
+        assert!(swiglu_recipe(&plain, &plain).is_none());
     }
 
     /// The 8-bit LM head gives the expanded table's product and input gradient (on

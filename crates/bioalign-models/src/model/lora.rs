@@ -85,6 +85,15 @@ impl<B: Backend> CausalLm<B> {
             .count()
     }
 
+    /// Sets [`Mlp::recompute_input`](super::layers::Mlp::recompute_input) in every
+    /// layer: `down_proj` adapters recompute their input in the backward rather than
+    /// keep it (less memory in training, the same gradients).
+    pub fn set_recompute_mlp_input(&mut self, on: bool) {
+        for layer in &mut self.model.layers {
+            layer.mlp.recompute_input = on;
+        }
+    }
+
     /// Freezes the whole model (no parameter but LoRA A/B requires a gradient, so
     /// autodiff tracks only the adapter path) and wraps every projection that
     /// `cfg.targets(name)` selects with a fresh adapter: A Kaiming-uniform drawn
