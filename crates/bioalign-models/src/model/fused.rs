@@ -243,9 +243,7 @@ pub(crate) fn swiglu_recipe<B: Backend, const D: usize>(
 
 fn swiglu_flex(g: &FloatTensor<Flex>, u: &FloatTensor<Flex>) -> FloatTensor<Flex> {
     let (g, u) = (contiguous(g.clone()), contiguous(u.clone()));
-    let mut y = vec![0f32; slice(&g).len()];
-    kernels::swiglu_forward(slice(&g), slice(&u), &mut y);
-    flex_tensor(y, &g)
+    flex_tensor(kernels::swiglu_forward(slice(&g), slice(&u)), &g)
 }
 
 fn rms_flex(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, eps: f32) -> FloatTensor<Flex> {
@@ -426,14 +424,12 @@ fn attention_flex(
     let AttentionDims { b, h, s, d, .. } =
         attention_shapes(dims4(q), dims4(k), dims4(v), dims4(bias))?;
     let [q, k, v, bias] = [q, k, v, bias].map(|t| viewable(t.clone()));
-    let mut out = vec![0f32; b * s * h * d];
-    kernels::attention_forward(
+    let out = kernels::attention_forward(
         view4(&q),
         view4(&k),
         view4(&v),
         view4(&bias),
         attention_scale(d),
-        &mut out,
     );
     Some(flex_bshd(out, [b, h, s, d]))
 }
@@ -570,8 +566,7 @@ fn rope_apply(
 ) -> FloatTensor<Flex> {
     let dims = dims4(x);
     let [x, cos, sin] = [x, cos, sin].map(|t| viewable(t.clone()));
-    let mut y = vec![0f32; dims.iter().product()];
-    kernels::rope(view4(&x), view4(&cos), view4(&sin), inverse, &mut y);
+    let y = kernels::rope(view4(&x), view4(&cos), view4(&sin), inverse);
     flex_bshd(y, dims)
 }
 
