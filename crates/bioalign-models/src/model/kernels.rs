@@ -308,8 +308,8 @@ pub(crate) fn bshd_strides([_, h, s, d]: [usize; 4]) -> [isize; 4] {
 }
 
 /// The rotary embedding of `x` `[b, h, s, d]` with tables `cos`, `sin`
-/// `[1 or b, 1, s, d]` (`inverse`: the transposed rotation, the backward). `out`
-/// holds `[b, s, h, d]`.
+/// `[1 or b, 1, s, d]` (`inverse`: the transposed rotation, the backward), returned
+/// `[b, s, h, d]`. `d` is even (the config checks the head and rotary sizes).
 pub(crate) fn rope(x: View<'_>, cos: View<'_>, sin: View<'_>, inverse: bool) -> Vec<f32> {
     let [b, h, s, d] = x.dims;
     let half = d / 2;
