@@ -867,33 +867,35 @@ unsafe fn dequant_panel_t512(w: &Nf4Weight<'_>, row0: usize, k0: usize, kc: usiz
 fn transpose16_u8(r: [__m128i; 16]) -> [__m128i; 16] {
     // SAFETY (all four rounds): SSE2 shuffles; SSE2 is baseline on x86_64.
     unsafe {
+        // Round `g` (2, 4, 8, 16) pairs, within each group of `g` rows, row `i` with
+        // row `i + g/2` into slots `2i`, `2i + 1`; each round doubles the unit.
+        let pairs =
+            |g: usize| move |q: usize| (q / g * g + q % g / 2, q / g * g + g / 2 + q % g / 2);
         // 16-bit units (rows 2i, 2i + 1) of bytes 0..8 (even slots) and 8..16 (odd).
         let t = interleave(
             &r,
-            |q| (q & !1, q | 1),
+            pairs(2),
             |a, b| _mm_unpacklo_epi8(a, b),
             |a, b| _mm_unpackhi_epi8(a, b),
         );
         // 32-bit units (rows 4i..4i + 4): `u[4i + h]` holds bytes 4h..4h + 4.
-        let pairs = |q: usize| (q / 4 * 4 + q % 4 / 2, q / 4 * 4 + 2 + q % 4 / 2);
         let u = interleave(
             &t,
-            pairs,
+            pairs(4),
             |a, b| _mm_unpacklo_epi16(a, b),
             |a, b| _mm_unpackhi_epi16(a, b),
         );
         // 64-bit units (rows 8g..8g + 8): `v[8g + p]` holds bytes 2p, 2p + 1.
-        let pairs = |q: usize| (q / 8 * 8 + q % 8 / 2, q / 8 * 8 + 4 + q % 8 / 2);
         let v = interleave(
             &u,
-            pairs,
+            pairs(8),
             |a, b| _mm_unpacklo_epi32(a, b),
             |a, b| _mm_unpackhi_epi32(a, b),
         );
         // All 16 rows of byte `b`.
         interleave(
             &v,
-            |b| (b / 2, 8 + b / 2),
+            pairs(16),
             |a, b| _mm_unpacklo_epi64(a, b),
             |a, b| _mm_unpackhi_epi64(a, b),
         )
