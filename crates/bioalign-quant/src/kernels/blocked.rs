@@ -155,7 +155,7 @@ thread_local! {
 
 /// Depth of the packed blocks for `cols`: equal blocks (multiples of 8) of at
 /// most [`KB`] rather than a short last one.
-fn k_step(cols: usize) -> usize {
+pub(super) fn k_step(cols: usize) -> usize {
     cols.div_ceil(cols.div_ceil(KB)).next_multiple_of(8).min(KB)
 }
 
@@ -407,6 +407,13 @@ fn pack_block(
                     let dst = &mut pack[p * KB * NR + k * NR..p * KB * NR + k * NR + NR];
                     copy_padded(src, dst);
                 }
+            }
+        }
+        // Already in panels of 16 rows: widened to f32 where they lie.
+        WeightSource::Bf16(w) => {
+            for p in 0..panels {
+                let panel = &mut pack[p * KB * NR..p * KB * NR + kc * NR];
+                w.widen_panel(j0 + p * NR, k0, kc, panel);
             }
         }
         // Rows of `V` are contiguous: dequantize 16 of them, then transpose.

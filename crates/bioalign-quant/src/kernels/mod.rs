@@ -8,6 +8,7 @@
 //! the reference the SIMD paths are tested against. Work is split over output
 //! rows on rayon's pool (`dispatch`).
 
+pub(crate) mod bf16_gemm;
 mod blocked;
 mod dispatch;
 mod few;
@@ -415,19 +416,49 @@ impl<'a> Product<'a> {
 /// outputs was 1.5% of a SmolLM2 forward.
 pub fn product(x: &[f32], m: usize, p: Product<'_>, isa: Isa, threads: usize) -> Result<Vec<f32>> {
     let (src, rows, cols) = p.source()?;
+    product_of(x, m, &src, rows, cols, isa, threads)
+}
+
+/// [`product`] for a weight source `V` `[rows, cols]`.
+pub(crate) fn product_of(
+    x: &[f32],
+    m: usize,
+    src: &WeightSource<'_>,
+    rows: usize,
+    cols: usize,
+    isa: Isa,
+    threads: usize,
+) -> Result<Vec<f32>> {
     if x.len() != m * cols {
         return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
     }
     let len = m * rows;
-    if len == 0 || !tiles(m, &src, isa.checked()) {
+    if let WeightSource::Bf16(w) = src
+        && len > 0
+    {
+        let mut y = pool::take(len);
+        if bf16_gemm::gemm_widen(
+            isa.checked(),
+            *w,
+            x,
+            m,
+            &mut y.spare_capacity_mut()[..len],
+            threads,
+        ) {
+            // SAFETY: `gemm_widen` wrote all `len` elements.
+            unsafe { y.set_len(len) };
+            return Ok(y);
+        }
+    }
+    if len == 0 || !tiles(m, src, isa.checked()) {
         let mut y = vec![0f32; len];
-        run_matmul(x, m, &src, rows, cols, &mut y, isa.checked(), threads);
+        run_matmul(x, m, src, rows, cols, &mut y, isa.checked(), threads);
         return Ok(y);
     }
     let mut y = pool::take(len);
     blocked::gemm(
         isa.checked(),
-        &src,
+        src,
         x,
         m,
         rows,
@@ -480,6 +511,9 @@ pub(crate) enum WeightSource<'a> {
     Q8(Q8Weight<'a>),
     /// `V = Wᵀ` for an 8-bit `W` (the input gradient of the `Q8` product).
     Q8T(Q8Weight<'a>),
+    /// `V = W` held as bf16 panels ([`crate::Bf16Packed`]), widened to f32 as they are
+    /// packed, so the f32 kernel multiplies the bf16 values exactly.
+    Bf16(bf16_gemm::Panels<'a>),
 }
 
 impl WeightSource<'_> {
@@ -517,6 +551,11 @@ impl WeightSource<'_> {
                     w.dequant_range(isa, (k0 + k) * w.cols() + r, std::slice::from_mut(o));
                 }
             }
+            WeightSource::Bf16(p) => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = p.value(r, k0 + k);
+                }
+            }
         }
     }
 
@@ -530,7 +569,10 @@ impl WeightSource<'_> {
                 out.copy_from_slice(&w[k * n + j0..k * n + j0 + out.len()])
             }
             WeightSource::Q8T(w) => w.dequant_range(isa, k * w.cols() + j0, out),
-            WeightSource::Nf4(_) | WeightSource::F32 { .. } | WeightSource::Q8(_) => {
+            WeightSource::Nf4(_)
+            | WeightSource::F32 { .. }
+            | WeightSource::Q8(_)
+            | WeightSource::Bf16(_) => {
                 for (j, o) in out.iter_mut().enumerate() {
                     self.row_slice(isa, j0 + j, k, std::slice::from_mut(o));
                 }

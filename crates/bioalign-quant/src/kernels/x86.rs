@@ -1196,3 +1196,253 @@ unsafe fn interleave6_avx512(rows: &[&[f32]; 6], kc: usize, dst: *mut f32) {
         }
     }
 }
+
+/// Whether this CPU has AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`) besides AVX-512F.
+pub(super) fn has_avx512_bf16() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+}
+
+/// The bf16 product's `mr × 32` micro-kernel (`mr ≤ 6`) over two adjacent panels of
+/// bf16 pairs, `b` and `b + stride` (`u32` words: the low half the even depth, the
+/// high half the odd one): `c[i][j] (+)= Σ_p (a[p·6 + i].hi · b[p][j].hi +
+/// a[p·6 + i].lo · b[p][j].lo)` for `j < nc`, each pair added as `vdpbf16ps` does
+/// (the high product first, each addition rounded to f32; the products are exact).
+/// The second panel is read only when `nc > 16`.
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 are available ([`has_avx512_bf16`]); `a` holds `kc × 6`
+/// words, `b` `kc × 16` (and `b + stride` as many when `nc > 16`); `c` addresses
+/// `mr` rows of `nc` writable values `ldc` apart.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn micro_bf16_6x32(
+    mr: usize,
+    a: *const u32,
+    b: *const u32,
+    stride: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    debug_assert!(nc <= 32);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if nc <= 16 {
+            by_rows!(mr, bf16x1(a, b, stride, kc, c, ldc, nc, accumulate))
+        } else {
+            by_rows!(mr, bf16x2(a, b, stride, kc, c, ldc, nc, accumulate))
+        }
+    }
+}
+
+macro_rules! bf16_width {
+    ($name:ident, $p:literal) => {
+        #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<const MR: usize>(
+            a: *const u32,
+            b: *const u32,
+            stride: usize,
+            kc: usize,
+            c: *mut f32,
+            ldc: usize,
+            nc: usize,
+            accumulate: bool,
+        ) {
+            // SAFETY: bounds as stated by `micro_bf16_6x32`'s caller.
+            unsafe { bf16_panels::<MR, $p>(a, b, stride, kc, c, ldc, nc, accumulate) }
+        }
+    };
+}
+bf16_width!(bf16x1, 1);
+bf16_width!(bf16x2, 2);
+
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+#[inline]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn bf16_panels<const MR: usize, const P: usize>(
+    a: *const u32,
+    b: *const u32,
+    stride: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): bounds as stated by `micro_bf16_6x32`'s caller.
+    unsafe {
+        for r in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + nc - 1) as *const i8);
+        }
+        let mut acc = [[_mm512_setzero_ps(); P]; MR];
+        for k in 0..kc {
+            let ak = a.add(k * 6);
+            let bv: [__m512bh; P] = core::array::from_fn(|p| {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    b.add(p * stride + k * 16).cast(),
+                ))
+            });
+            for r in 0..MR {
+                let av =
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ak.add(r) as i32));
+                for p in 0..P {
+                    acc[r][p] = _mm512_dpbf16_ps(acc[r][p], av, bv[p]);
+                }
+            }
+        }
+        for r in 0..MR {
+            let cr = c.add(r * ldc);
+            for p in 0..P {
+                let m = lane_mask(nc.saturating_sub(16 * p));
+                store_acc(cr.add(16 * p), m, acc[r][p], accumulate);
+            }
+        }
+    }
+}
+
+/// `out[p] = bf16(src[2p]) | bf16(src[2p + 1]) << 16` for the whole 32-value runs of
+/// `src` (rounded to nearest even by `vcvtne2ps2bf16`); returns how many values
+/// were converted (a multiple of 32, at most `src.len()` and `2 · out.len()`).
+pub(super) fn bf16_pairs(src: &[f32], out: &mut [u32]) -> usize {
+    let n = src.len().min(2 * out.len()) / 32 * 32;
+    // SAFETY: AVX-512 BF16 was detected by the caller; `n` values of `src` and
+    // `n / 2` words of `out` are in bounds.
+    unsafe { bf16_pairs_avx512(src.as_ptr(), n, out.as_mut_ptr()) };
+    n
+}
+
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn bf16_pairs_avx512(src: *const f32, n: usize, out: *mut u32) {
+    // SAFETY: bounds as stated by `bf16_pairs`.
+    unsafe {
+        for i in (0..n).step_by(32) {
+            let lo = _mm512_loadu_ps(src.add(i));
+            let hi = _mm512_loadu_ps(src.add(i + 16));
+            let v = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_storeu_si512(
+                out.add(i / 2).cast(),
+                std::mem::transmute::<__m512bh, __m512i>(v),
+            );
+        }
+    }
+}
+
+/// `mr` rows of f32 `x` (read where they lie, `lda` apart) times two adjacent panels
+/// of bf16 pairs (`b`, `b + stride`; the second read only when `nc > 16`), each pair
+/// widened to two f32 vectors in registers: `c[i][j] (+)= Σ_k x[i][k] · W[j][k]` for
+/// `k < klen` (`klen` values, the last pair half used when odd), summed in the order
+/// of the f32 micro-kernel (one FMA per `k`, in order), so the result is its bits.
+///
+/// # Safety
+/// AVX-512F is available; each row of `a` holds `klen` values; `b` holds
+/// `klen.div_ceil(2) × 16` words (and `b + stride` as many when `nc > 16`); `c`
+/// addresses `mr` rows of `nc` writable values `ldc` apart.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn micro_bf16w_rows(
+    mr: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const u32,
+    stride: usize,
+    klen: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    debug_assert!(nc <= 32);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if nc <= 16 {
+            by_rows!(mr, widen1(a, lda, b, stride, klen, c, ldc, nc, accumulate))
+        } else {
+            by_rows!(mr, widen2(a, lda, b, stride, klen, c, ldc, nc, accumulate))
+        }
+    }
+}
+
+macro_rules! widen_width {
+    ($name:ident, $p:literal) => {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<const MR: usize>(
+            a: *const f32,
+            lda: usize,
+            b: *const u32,
+            stride: usize,
+            klen: usize,
+            c: *mut f32,
+            ldc: usize,
+            nc: usize,
+            accumulate: bool,
+        ) {
+            // SAFETY: bounds as stated by `micro_bf16w_rows`'s caller.
+            unsafe { widen_panels::<MR, $p>(a, lda, b, stride, klen, c, ldc, nc, accumulate) }
+        }
+    };
+}
+widen_width!(widen1, 1);
+widen_width!(widen2, 2);
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn widen_panels<const MR: usize, const P: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const u32,
+    stride: usize,
+    klen: usize,
+    c: *mut f32,
+    ldc: usize,
+    nc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): bounds as stated by `micro_bf16w_rows`'s caller.
+    unsafe {
+        let rows: [*const f32; MR] = core::array::from_fn(|r| a.add(r * lda));
+        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let mut acc = [[_mm512_setzero_ps(); P]; MR];
+        let pairs = klen / 2;
+        for k in 0..pairs {
+            let words: [__m512i; P] =
+                core::array::from_fn(|p| _mm512_loadu_si512(b.add(p * stride + k * 16).cast()));
+            let lo: [__m512; P] =
+                core::array::from_fn(|p| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(words[p])));
+            let hi: [__m512; P] =
+                core::array::from_fn(|p| _mm512_castsi512_ps(_mm512_and_si512(words[p], high)));
+            for r in 0..MR {
+                let x0 = _mm512_set1_ps(*rows[r].add(2 * k));
+                let x1 = _mm512_set1_ps(*rows[r].add(2 * k + 1));
+                for p in 0..P {
+                    acc[r][p] = _mm512_fmadd_ps(x0, lo[p], acc[r][p]);
+                    acc[r][p] = _mm512_fmadd_ps(x1, hi[p], acc[r][p]);
+                }
+            }
+        }
+        if klen % 2 == 1 {
+            let k = pairs;
+            let lo: [__m512; P] = core::array::from_fn(|p| {
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_loadu_si512(
+                    b.add(p * stride + k * 16).cast(),
+                )))
+            });
+            for r in 0..MR {
+                let x0 = _mm512_set1_ps(*rows[r].add(2 * k));
+                for p in 0..P {
+                    acc[r][p] = _mm512_fmadd_ps(x0, lo[p], acc[r][p]);
+                }
+            }
+        }
+        for r in 0..MR {
+            let cr = c.add(r * ldc);
+            for p in 0..P {
+                let m = lane_mask(nc.saturating_sub(16 * p));
+                store_acc(cr.add(16 * p), m, acc[r][p], accumulate);
+            }
+        }
+    }
+}
