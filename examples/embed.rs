@@ -75,6 +75,11 @@ struct Args {
     /// quantization); a bnb-4bit checkpoint loads in 4 bits either way.
     #[arg(long)]
     load_in_4bit: bool,
+    /// Precision of the projections and LM head: f32 (the reference), bf16 (weights
+    /// rounded to bf16: half their memory; f32 inputs and sums) or bf16-dot (inputs
+    /// rounded too, AVX-512 BF16 dot products).
+    #[arg(long, value_enum, default_value_t = bioalign_examples::Dtype::F32)]
+    dtype: bioalign_examples::Dtype,
     /// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) applied to
     /// the model.
     #[arg(long)]
@@ -160,7 +165,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
     let t0 = Instant::now();
     let (model, tok) = bioalign_examples::load_model::<B>(
         &args.model,
-        args.load_in_4bit,
+        args.dtype.load_options(args.load_in_4bit),
         args.adapter.as_deref(),
         device,
     )?;

@@ -58,24 +58,17 @@ macro_rules! on_device {
     }};
 }
 
-/// Loads `model` (a `.gguf` file or a Hugging Face folder) on `device`, in 4 bits on
-/// request, with its tokenizer, and applies the PEFT adapter in `adapter` if given
+/// Loads `model` (a `.gguf` file or a Hugging Face folder) on `device` with `opts`
+/// (4-bit or bf16 projections on request), with its tokenizer, and applies the PEFT adapter in `adapter` if given
 /// (printing its rank and alpha to stderr).
 pub fn load_model<B: Backend>(
     model: &Path,
-    load_in_4bit: bool,
+    opts: LoadOptions,
     adapter: Option<&Path>,
     device: &B::Device,
 ) -> Result<(CausalLm<B>, TextTokenizer)> {
-    let p = load_pretrained_with::<B>(
-        model,
-        device,
-        LoadOptions {
-            load_in_4bit,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading {}", model.display()))?;
+    let p = load_pretrained_with::<B>(model, device, opts)
+        .with_context(|| format!("loading {}", model.display()))?;
     let tok = p
         .tokenizer
         .context("the model has no tokenizer (tokenizer.json or GGUF metadata)")?;
@@ -92,6 +85,33 @@ pub fn load_model<B: Backend>(
         );
     }
     Ok((model, tok))
+}
+
+/// The precision of the projections and LM head (`--dtype`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    /// f32 weights and sums, as loaded (the reference).
+    #[default]
+    F32,
+    /// Weights rounded to bf16 (half the memory), f32 inputs and sums (CPU backend
+    /// only; see `bioalign_models::LoadOptions::bf16`).
+    Bf16,
+    /// Weights and inputs rounded to bf16, AVX-512 BF16 dot products, f32 sums (CPU
+    /// backend only; see `bioalign_models::LoadOptions::bf16_dot`).
+    #[value(name = "bf16-dot")]
+    Bf16Dot,
+}
+
+impl Dtype {
+    /// Load options for this precision, quantizing to NF4 when `load_in_4bit`.
+    pub fn load_options(self, load_in_4bit: bool) -> LoadOptions {
+        LoadOptions {
+            load_in_4bit,
+            bf16: self != Dtype::F32,
+            bf16_dot: self == Dtype::Bf16Dot,
+            ..Default::default()
+        }
+    }
 }
 
 /// indicatif progress bars for bioalign-study's stages: one bar per stage (its name,

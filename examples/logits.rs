@@ -37,6 +37,11 @@ struct Args {
     /// Quantize the projection weights to NF4 while loading.
     #[arg(long)]
     load_in_4bit: bool,
+    /// Precision of the projections and LM head: f32 (the reference), bf16 (weights
+    /// rounded to bf16: half their memory; f32 inputs and sums) or bf16-dot (inputs
+    /// rounded too, AVX-512 BF16 dot products).
+    #[arg(long, value_enum, default_value_t = bioalign_examples::Dtype::F32)]
+    dtype: bioalign_examples::Dtype,
     /// A prompt; repeat for several (each runs alone).
     #[arg(long, required = true, num_args = 1..)]
     prompt: Vec<String>,
@@ -58,7 +63,7 @@ fn main() -> Result<()> {
 fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
     let (model, tok) = bioalign_examples::load_model::<B>(
         &args.model,
-        args.load_in_4bit,
+        args.dtype.load_options(args.load_in_4bit),
         args.adapter.as_deref(),
         device,
     )?;

@@ -53,6 +53,11 @@ struct Args {
     /// Expand an 8-bit (GGUF Q8_0) token embedding to f32 instead of keeping it 8-bit.
     #[arg(long)]
     dense_embeddings: bool,
+    /// Precision of the projections and LM head: f32 (the reference), bf16 (weights
+    /// rounded to bf16, f32 inputs and sums) or bf16-dot (inputs rounded too, AVX-512
+    /// BF16 dot products).
+    #[arg(long, value_enum, default_value_t = bioalign_examples::Dtype::F32)]
+    dtype: bioalign_examples::Dtype,
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -71,8 +76,8 @@ fn main() -> Result<()> {
 fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
     let t0 = Instant::now();
     let opts = LoadOptions {
-        load_in_4bit: args.load_in_4bit,
         dense_embeddings: args.dense_embeddings,
+        ..args.dtype.load_options(args.load_in_4bit)
     };
     let p = load_pretrained_with::<B>(&args.model, device, opts)
         .with_context(|| format!("loading {}", args.model.display()))?;

@@ -20,7 +20,8 @@ use crate::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result, io_err};
 use crate::gguf::{GgmlType, GgufFile, reverse_qk_permutation};
 use crate::model::{
-    Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, Projection, RmsNorm, Rope, TokenEmbedding,
+    Attention, Bf16Linear, CausalLm, DecoderLayer, DecoderModel, Mlp, Projection, RmsNorm, Rope,
+    TokenEmbedding,
 };
 
 /// A source of f32 weights by Hugging Face name.
@@ -58,6 +59,16 @@ pub struct LoadOptions {
     /// up and multiplied (tied LM head) by bioalign-quant's kernels. Other backends
     /// always get the f32 table.
     pub dense_embeddings: bool,
+    /// Round the dense projections and the LM head to bf16 (an inference option:
+    /// half the weight bytes, f32 sums; see [`crate::model::Bf16Linear`]). A tied LM
+    /// head gets a bf16 copy of the embedding table, which itself stays as loaded;
+    /// NF4 projections stay NF4. Only on the CPU backend (burn-flex); elsewhere it
+    /// is ignored.
+    pub bf16: bool,
+    /// With `bf16`, round each projection's input to bf16 too and multiply with
+    /// AVX-512 BF16 dot products (`vdpbf16ps`): twice an f32 FMA's multiply-adds per
+    /// instruction, faster on CPUs that run it at full rate, slower on others.
+    pub bf16_dot: bool,
 }
 
 /// A Hugging Face checkpoint folder: `model.safetensors` or shards listed in
@@ -435,9 +446,20 @@ impl<B: Backend> CausalLm<B> {
                 device,
             ))
         };
+        let bf16 = opts.bf16 && bioalign_quant::dense::is_cpu_backend::<B>();
+        let to_bf16 = |name: &str, w: &[f32], out: usize, inp: usize| -> Result<Projection<B>> {
+            let l = Bf16Linear::new(w, out, inp, opts.bf16_dot).map_err(|source| Error::Quant {
+                path: src.path().to_path_buf(),
+                tensor: name.to_string(),
+                source,
+            })?;
+            Ok(Projection::Bf16(l))
+        };
         let from_values =
             |name: &str, w: &[f32], out: usize, inp: usize| -> Result<Projection<B>> {
-                if opts.load_in_4bit {
+                if bf16 && !opts.load_in_4bit {
+                    to_bf16(name, w, out, inp)
+                } else if opts.load_in_4bit {
                     let l = bioalign_quant::Nf4Linear::quantize(w, out, inp).map_err(|source| {
                         Error::Quant {
                             path: src.path().to_path_buf(),
@@ -585,7 +607,14 @@ impl<B: Backend> CausalLm<B> {
                 [vocab, h],
             ))),
         };
-        let lm_head = if config.tie_word_embeddings {
+        let lm_head = if bf16 {
+            let (name, w) = if config.tie_word_embeddings {
+                (embed_name, embed_tokens.values())
+            } else {
+                ("lm_head.weight", fetch(src, "lm_head.weight", &[vocab, h])?)
+            };
+            Some(to_bf16(name, &w, vocab, h)?)
+        } else if config.tie_word_embeddings {
             None
         } else {
             Some(dense("lm_head.weight", vocab, h)?)

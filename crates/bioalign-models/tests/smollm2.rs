@@ -7,7 +7,7 @@ mod common;
 
 use bioalign_models::embed::{Layers, Pooling};
 use bioalign_models::generate::{GenerateOptions, Sampling};
-use bioalign_models::model::Logits;
+use bioalign_models::model::{Logits, Projection};
 use bioalign_models::{Cpu, CpuDevice, LoadOptions, Result, load_pretrained, load_pretrained_with};
 use safetensors::SafeTensors;
 
@@ -149,5 +149,75 @@ fn smollm2_q8_embedding_equals_the_expanded_table() -> Result<()> {
     let (a, b) = (vals(&q8, &ids[..3], 1)?, vals(&dense, &ids[..3], 1)?);
     let d = common::max_abs_diff(&a, &b);
     assert!(d <= 1e-4, "batch-1 logits differ by {d}");
+    Ok(())
+}
+
+/// With its projections and (tied) LM head rounded to bf16, SmolLM2 stays close to
+/// transformers' f32 model: next-token logits after each prompt of the padded batch
+/// within a bf16-sized tolerance, the same top token, and the same greedy
+/// continuations; and the f32-sum product (`bf16`) is closer than the dot product
+/// with rounded inputs (`bf16-dot`).
+#[test]
+fn smollm2_in_bf16_stays_close_to_transformers() -> Result<()> {
+    let Some(path) = common::smollm2() else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(common::fixtures().join("smollm2_logits.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let device = CpuDevice::default();
+    let idx = ids(&st, "logits_idx");
+    let mut worst = Vec::new();
+    for dot in [false, true] {
+        let opts = LoadOptions {
+            bf16: true,
+            bf16_dot: dot,
+            ..Default::default()
+        };
+        let p = load_pretrained_with::<Cpu>(&path, &device, opts)?;
+        let (model, tok) = (p.model, p.tokenizer.unwrap());
+        let layer = &model.model.layers[0];
+        assert!(
+            matches!(layer.mlp.down_proj, Projection::Bf16(_))
+                && matches!(model.lm_head, Some(Projection::Bf16(_))),
+            "bf16 projections and head"
+        );
+        let batch = tok.encode_batch(&PROMPTS)?;
+        let e = model.embed(&batch, Pooling::Mean, Layers::Last, true)?;
+        let vocab = model.config.vocab_size;
+        let logits = e.next_token_logits.unwrap();
+        let mut max = 0f32;
+        for i in 0..PROMPTS.len() {
+            let want = f32s(&st, &format!("prompt.{i}.logits"));
+            let got: Vec<f32> = idx
+                .iter()
+                .map(|&j| logits[i * vocab + j as usize])
+                .collect();
+            let d = common::max_abs_diff(&got, &want);
+            println!("dot {dot}, prompt {i}: logits max diff {d:e}");
+            max = max.max(d);
+            let top = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+            assert_eq!(top(&got), top(&want), "dot {dot}, prompt {i}: top token");
+        }
+        worst.push(max);
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            sampling: Sampling::Greedy,
+            eos_ids: model.config.eos_ids(),
+            pad_id: tok.pad_id(),
+        };
+        for (j, text) in GREEDY.iter().enumerate() {
+            let all = ids(&st, &format!("greedy.{j}.ids"));
+            let n = ids(&st, &format!("greedy.{j}.prompt_len"))[0] as usize;
+            let new = model.generate(&[tok.encode(text, true)?], &opts)?;
+            assert_eq!(new[0], all[n..], "dot {dot}, greedy {j}");
+        }
+    }
+    println!(
+        "worst logit differences: bf16 {:e}, bf16-dot {:e}",
+        worst[0], worst[1]
+    );
+    assert!(worst[0] > 1e-3, "bf16 weights change the logits");
+    assert!(worst[0] < 0.5 && worst[1] < 1.0, "{worst:?}");
+    assert!(worst[0] < worst[1], "{worst:?}");
     Ok(())
 }

@@ -4,7 +4,7 @@ use bioalign_lora::{AdapterSlot, LinearBase, LoraLinear, ModuleLora};
 use std::sync::Arc;
 
 use bioalign_quant::dense::{WeightLayout, try_flex_matmul};
-use bioalign_quant::{Nf4Linear, Q8Packed};
+use bioalign_quant::{Bf16Packed, Nf4Linear, Q8Packed};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -26,6 +26,48 @@ pub enum Projection<B: Backend> {
     LoraDense(LoraLinear<B, Linear<B>>),
     /// A frozen NF4 weight with a LoRA adapter (QLoRA).
     LoraNf4(LoraLinear<B, Nf4Linear<B>>),
+    /// A frozen weight rounded to bf16 (inference, [`crate::LoadOptions::bf16`]).
+    Bf16(Bf16Linear<B>),
+}
+
+/// A frozen weight rounded to bf16 (half the bytes of f32), packed once for
+/// bioalign-quant's products; not a parameter, so it gets no gradient. By default the
+/// product is f32 with the weight's bf16 values ([`Bf16Packed::matmul_nt`]); with
+/// `dot` the input is rounded to bf16 too and multiplied by AVX-512 BF16 dot
+/// products ([`Bf16Packed::matmul_nt_dot`]). On burn-flex without autodiff the
+/// kernels run; elsewhere (other backends, autodiff) a product with the weight's
+/// values expanded to f32.
+#[derive(Module, Debug)]
+pub struct Bf16Linear<B: Backend> {
+    /// The packed weight, `[out, in]`.
+    #[module(skip)]
+    pub weight: Arc<Bf16Packed>,
+    /// Round the input to bf16 and use the bf16 dot product.
+    #[module(skip)]
+    pub dot: bool,
+    /// Ties the module to its backend.
+    pub backend: core::marker::PhantomData<B>,
+}
+
+impl<B: Backend> Bf16Linear<B> {
+    /// From a Hugging Face `[out, in]` weight, rounded to bf16.
+    pub fn new(
+        weight_out_in: &[f32],
+        out: usize,
+        inp: usize,
+        dot: bool,
+    ) -> bioalign_quant::Result<Self> {
+        Ok(Self {
+            weight: Arc::new(Bf16Packed::from_f32(weight_out_in, out, inp)?),
+            dot,
+            backend: core::marker::PhantomData,
+        })
+    }
+
+    /// `[.., in] -> [.., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        super::fused::bf16_linear(x, &self.weight, self.dot)
+    }
 }
 
 impl<B: Backend> Projection<B> {
@@ -53,6 +95,7 @@ impl<B: Backend> Projection<B> {
             Self::Nf4(l) => l.forward_any(x),
             Self::LoraDense(l) => l.forward(x),
             Self::LoraNf4(l) => l.forward(x),
+            Self::Bf16(l) => l.forward(x),
         }
     }
 
@@ -63,6 +106,7 @@ impl<B: Backend> Projection<B> {
             Self::Nf4(l) => l.dims(),
             Self::LoraDense(l) => l.features(),
             Self::LoraNf4(l) => l.features(),
+            Self::Bf16(l) => (l.weight.cols(), l.weight.rows()),
         }
     }
 
@@ -74,6 +118,7 @@ impl<B: Backend> Projection<B> {
             Self::Nf4(l) => l.dense_weight_out_in(),
             Self::LoraDense(l) => l.merged_weight_out_in(),
             Self::LoraNf4(l) => l.merged_weight_out_in(),
+            Self::Bf16(l) => l.weight.to_f32(),
         }
     }
 
@@ -87,7 +132,7 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::LoraDense(l) => Some(l),
             Self::LoraNf4(l) => Some(l),
-            Self::Dense(_) | Self::Nf4(_) => None,
+            Self::Dense(_) | Self::Nf4(_) | Self::Bf16(_) => None,
         }
     }
 
@@ -96,13 +141,14 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::LoraDense(l) => Some(l),
             Self::LoraNf4(l) => Some(l),
-            Self::Dense(_) | Self::Nf4(_) => None,
+            Self::Dense(_) | Self::Nf4(_) | Self::Bf16(_) => None,
         }
     }
 
     /// Wraps a dense or NF4 projection with a fresh adapter (A Kaiming-uniform from
-    /// `rng`, B zeros; the base frozen). A projection that already has one is
-    /// returned unchanged (the caller checks beforehand).
+    /// `rng`, B zeros; the base frozen); a bf16 base becomes a dense one of the same
+    /// values first. A projection that already has one is returned unchanged (the
+    /// caller checks beforehand).
     pub fn with_lora(
         self,
         lora: ModuleLora,
@@ -113,6 +159,12 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::Dense(l) => Self::LoraDense(LoraLinear::new(l, lora, dropout, rng, device)),
             Self::Nf4(l) => Self::LoraNf4(LoraLinear::new(l, lora, dropout, rng, device)),
+            Self::Bf16(l) => {
+                let (out, inp) = (l.weight.rows(), l.weight.cols());
+                Self::dense(&l.weight.to_f32(), out, inp, device)
+                    .no_grad()
+                    .with_lora(lora, dropout, rng, device)
+            }
             p @ (Self::LoraDense(_) | Self::LoraNf4(_)) => p,
         }
     }

@@ -12,7 +12,9 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-pub use layers::{Attention, DecoderLayer, Mlp, Projection, Q8Embedding, RmsNorm, TokenEmbedding};
+pub use layers::{
+    Attention, Bf16Linear, DecoderLayer, Mlp, Projection, Q8Embedding, RmsNorm, TokenEmbedding,
+};
 pub use rope::Rope;
 
 use crate::config::ModelConfig;
