@@ -1,6 +1,6 @@
 """transformers' side of examples/models_bench.rs: the same figures for the same model.
 
-Load seconds (AutoModelForCausalLM.from_pretrained(dir, gguf_file=...), float32), prompt-forward
+Load seconds (AutoModelForCausalLM.from_pretrained(dir, gguf_file=...), float32 or --dtype), prompt-forward
 tokens/s on a batch x seq batch of random ids (full logits), greedy generation tokens/s (batch 1,
 min_new_tokens so EOS does not stop it; the second of two runs, the first printed too), and peak resident memory (ru_maxrss).
 
@@ -27,6 +27,8 @@ ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--new-tokens", type=int, default=32)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--device", default="cpu")
+ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                help="torch dtype of the whole model (models_bench's --dtype bf16 rounds only the weights)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 dev = torch.device(a.device)
@@ -46,7 +48,7 @@ try:
     tok = AutoTokenizer.from_pretrained(d, **kw)
 except Exception:  # a folder of random weights without tokenizer files
     tok = None
-model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, **kw).to(dev)
+model = AutoModelForCausalLM.from_pretrained(d, dtype=getattr(torch, a.dtype), **kw).to(dev)
 model.eval()
 sync()
 load_s = time.perf_counter() - t0
@@ -85,6 +87,7 @@ n_new = out.shape[1] - e["input_ids"].shape[1]
 print(json.dumps({
     "tool": f"transformers {transformers.__version__} torch {torch.__version__} ({torch.get_num_threads()} threads)",
     "device": a.device,
+    "dtype": a.dtype,
     "peak_gpu_mib": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None,
     "load_s": round(load_s, 3),
     "forward_tokens_per_s": round(a.batch * a.seq / fwd_s, 1),
