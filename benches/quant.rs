@@ -250,6 +250,15 @@ fn dense_forward(c: &mut Criterion) {
                     .expect("mm")
             });
         });
+        // The same shape as a bf16 weight (`[out, in]`): f32 sums over the widened
+        // values, and the AVX-512 BF16 dot product of x rounded to bf16.
+        let wb = bioalign_quant::Bf16Packed::from_f32(&w, rows, cols).expect("bf16");
+        g.bench_function(BenchmarkId::new("dense1024_bf16", label), |b| {
+            b.iter(|| black_box(wb.matmul_nt(black_box(&x), m).expect("mm")));
+        });
+        g.bench_function(BenchmarkId::new("dense1024_bf16_dot", label), |b| {
+            b.iter(|| black_box(wb.matmul_nt_dot(black_box(&x), m).expect("mm")));
+        });
         let xt = Tensor::<Flex, 2>::from_data(TensorData::new(x.clone(), [m, cols]), &d);
         let wt = Tensor::<Flex, 2>::from_data(TensorData::new(w.clone(), [cols, rows]), &d);
         g.bench_function(BenchmarkId::new("dense1024_flex_matmul", label), |b| {
@@ -262,7 +271,7 @@ fn dense_forward(c: &mut Criterion) {
 /// One decoding step's projections of SmolLM2-135M at batch 1: the 7 GEMVs of each
 /// of its 30 layers, each on its own weight, as generation runs them. The f32
 /// weights (425 MB) do not fit any cache, so every step streams them from memory;
-/// the NF4 ones move 7x fewer bytes. The per-shape GEMVs above run one weight
+/// the NF4 ones move 7x fewer bytes, the bf16 ones half. The per-shape GEMVs above run one weight
 /// again and again, which then sits in L2/L3.
 fn decode_step(c: &mut Criterion) {
     let isa = Isa::detect();
@@ -311,6 +320,18 @@ fn decode_step(c: &mut Criterion) {
             for w in &nf4 {
                 let (x, y) = (&x[..w.cols()], &mut y[..w.rows()]);
                 kernels::matmul_nt(black_box(x), 1, w, y, isa, 0).expect("mm");
+            }
+        });
+    });
+    // The same weights in bf16 (half the f32 bytes), f32 sums.
+    let bf16: Vec<bioalign_quant::Bf16Packed> = dense
+        .iter()
+        .map(|&(w, rows, cols)| bioalign_quant::Bf16Packed::from_f32(w, rows, cols).expect("bf16"))
+        .collect();
+    g.bench_function("decode_step_bf16/smollm2_135m", |b| {
+        b.iter(|| {
+            for w in &bf16 {
+                black_box(w.matmul_nt(black_box(&x[..w.cols()]), 1).expect("mm"));
             }
         });
     });
