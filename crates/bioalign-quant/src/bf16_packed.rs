@@ -177,6 +177,37 @@ mod tests {
         f64::from(bf16_gemm::from_bf16(bf16_gemm::to_bf16(v)))
     }
 
+    /// `got` (`[m, rows]`) lies within f32 rounding of the exact sums `Σ_k xq(x[i][k]) ·
+    /// bf(w[j][k])` (in f64; the bound of a sum of `cols` rounded additions).
+    fn assert_near_exact(
+        got: &[f32],
+        x: &[f32],
+        w: &[f32],
+        (m, rows, cols): (usize, usize, usize),
+        xq: impl Fn(f32) -> f64,
+    ) {
+        for i in 0..m {
+            for j in 0..rows {
+                let (mut exact, mut mag) = (0f64, 0f64);
+                for k in 0..cols {
+                    let t = xq(x[i * cols + k]) * bf(w[j * cols + k]);
+                    exact += t;
+                    mag += t.abs();
+                }
+                let g = f64::from(got[i * rows + j]);
+                let tol = (cols as f64 + 2.0) * f64::from(f32::EPSILON) * mag;
+                assert!(
+                    (g - exact).abs() <= tol,
+                    "[{m}, {rows}, {cols}] ({i}, {j}): {g} vs {exact}"
+                );
+            }
+        }
+    }
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
     /// Every shape, row count and thread count: the result lies within f32 rounding
     /// of the exact sum of the bf16-rounded products (computed in f64), and the
     /// AVX-512 BF16 kernel (where this CPU has it) gives the portable kernel's bits.
@@ -196,28 +227,12 @@ mod tests {
             let x = values(m * cols, 11 + rows as u64);
             let p = Bf16Packed::from_f32(&w, rows, cols).unwrap();
             let reference = p.matmul_nt_dot_with(&x, m, Isa::Scalar, 1).unwrap();
-            for i in 0..m {
-                for j in 0..rows {
-                    let (mut exact, mut mag) = (0f64, 0f64);
-                    for k in 0..cols {
-                        let t = bf(x[i * cols + k]) * bf(w[j * cols + k]);
-                        exact += t;
-                        mag += t.abs();
-                    }
-                    let got = f64::from(reference[i * rows + j]);
-                    assert!(
-                        (got - exact).abs() <= (cols as f64 + 2.0) * f64::from(f32::EPSILON) * mag,
-                        "[{m}, {rows}, {cols}] ({i}, {j}): {got} vs {exact}"
-                    );
-                }
-            }
+            assert_near_exact(&reference, &x, &w, (m, rows, cols), bf);
             for isa in Isa::all_available() {
                 for threads in [1, 2, 3] {
                     let got = p.matmul_nt_dot_with(&x, m, isa, threads).unwrap();
                     assert!(
-                        got.iter()
-                            .zip(&reference)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        same_bits(&got, &reference),
                         "[{m}, {rows}, {cols}] {isa:?} {threads} threads"
                     );
                 }
@@ -249,19 +264,7 @@ mod tests {
             for isa in Isa::all_available() {
                 for threads in [1, 2] {
                     let got = p.matmul_nt_with(&x, m, isa, threads).unwrap();
-                    for i in 0..m {
-                        for j in 0..rows {
-                            let (mut exact, mut mag) = (0f64, 0f64);
-                            for k in 0..cols {
-                                let t = f64::from(x[i * cols + k]) * bf(w[j * cols + k]);
-                                exact += t;
-                                mag += t.abs();
-                            }
-                            let g = f64::from(got[i * rows + j]);
-                            let tol = (cols as f64 + 2.0) * f64::from(f32::EPSILON) * mag;
-                            assert!((g - exact).abs() <= tol, "({i}, {j}): {g} vs {exact}");
-                        }
-                    }
+                    assert_near_exact(&got, &x, &w, (m, rows, cols), f64::from);
                     if m < 4 {
                         continue;
                     }
@@ -274,9 +277,7 @@ mod tests {
                     )
                     .unwrap();
                     assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        same_bits(&got, &want),
                         "[{m}, {rows}, {cols}] {isa:?} {threads} threads"
                     );
                 }

@@ -19,6 +19,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::blocked::{OutPtr, shares};
 use super::{Isa, par_chunks_mut, thread_count};
 
 /// Columns of a panel.
@@ -152,13 +153,6 @@ pub(crate) fn pack_weight(isa: Isa, w: &[f32], rows: usize, cols: usize, out: &m
     });
 }
 
-/// The output, shared by the threads; each writes only its own columns or rows.
-struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint elements (their own column or row ranges) and the
-// call joins them before returning.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 thread_local! {
     /// `x` packed for a product, kept between calls (at most [`KEEP_PACKED`] words).
     static PACKED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -211,19 +205,7 @@ pub(crate) fn gemm(
     } else {
         thread_count(threads, work.min(panels.div_ceil(2)))
     };
-    let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
-        let per = m.div_ceil(t).next_multiple_of(MR);
-        (0..m)
-            .step_by(per)
-            .map(|r0| (r0, (r0 + per).min(m), 0, rows))
-            .collect()
-    } else {
-        let per = panels.div_ceil(t).next_multiple_of(2) * NR;
-        (0..rows)
-            .step_by(per)
-            .map(|c0| (0, m, c0, (c0 + per).min(rows)))
-            .collect()
-    };
+    let mut ranges = shares(by_rows, m, rows, t, 2);
     let out = OutPtr(y.as_mut_ptr().cast());
     let out = &out;
     let xs = &xp[..m_pad * pairs];
@@ -397,15 +379,11 @@ pub(crate) fn gemm_widen(
             threads,
             (rows * cols / (1 << 18) + 1).min(panels.div_ceil(2)),
         );
-        let per = panels.div_ceil(t).next_multiple_of(2) * NR;
-        let mut ranges: Vec<(usize, usize)> = (0..rows)
-            .step_by(per)
-            .map(|c0| (c0, (c0 + per).min(rows)))
-            .collect();
+        let mut ranges = shares(false, m, rows, t, 2);
         let out = OutPtr(y.as_mut_ptr().cast());
         let out = &out;
         par_chunks_mut(&mut ranges, 1, |_, r| {
-            let (c0, c1) = r[0];
+            let (_, _, c0, c1) = r[0];
             for j in (c0..c1).step_by(2 * NR) {
                 let nc = (2 * NR).min(c1 - j);
                 for k0 in (0..cols).step_by(kstep) {

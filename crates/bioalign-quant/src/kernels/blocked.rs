@@ -37,7 +37,7 @@ const NB: usize = 1024;
 const MB: usize = 120;
 
 /// The output, shared by the threads; each writes only its own columns or rows.
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: threads write disjoint elements (their own column or row ranges) and the
 // scope joins them before the buffer is used again.
 unsafe impl Send for OutPtr {}
@@ -106,19 +106,7 @@ pub(super) fn gemm(
         buf
     });
     let shared_x = xp.as_deref().map(|b| (&b[..m_pad * cols], m_pad));
-    let mut ranges: Vec<(usize, usize, usize, usize)> = if by_rows {
-        let per = m.div_ceil(t).next_multiple_of(MR);
-        (0..m)
-            .step_by(per)
-            .map(|r0| (r0, (r0 + per).min(m), 0, rows))
-            .collect()
-    } else {
-        let per = panels.div_ceil(t) * NR;
-        (0..rows)
-            .step_by(per)
-            .map(|c0| (0, m, c0, (c0 + per).min(rows)))
-            .collect()
-    };
+    let mut ranges = shares(by_rows, m, rows, t, 1);
     super::par_chunks_mut(&mut ranges, 1, |_, r| {
         let (r0, r1, c0, c1) = r[0];
         columns(
@@ -140,6 +128,35 @@ pub(super) fn gemm(
                 *kept = buf;
             }
         });
+    }
+}
+
+/// `t` threads' shares of a `[m, rows]` output, `(r0, r1, c0, c1)`: rows in multiples
+/// of [`MR`], or columns in multiples of `step` panels of [`NR`].
+pub(super) fn shares(
+    by_rows: bool,
+    m: usize,
+    rows: usize,
+    t: usize,
+    step: usize,
+) -> Vec<(usize, usize, usize, usize)> {
+    if by_rows {
+        let per = m.div_ceil(t).next_multiple_of(MR).max(MR);
+        (0..m)
+            .step_by(per)
+            .map(|r0| (r0, (r0 + per).min(m), 0, rows))
+            .collect()
+    } else {
+        let per = rows
+            .div_ceil(NR)
+            .div_ceil(t)
+            .next_multiple_of(step)
+            .max(step)
+            * NR;
+        (0..rows)
+            .step_by(per)
+            .map(|c0| (0, m, c0, (c0 + per).min(rows)))
+            .collect()
     }
 }
 

@@ -542,13 +542,17 @@ fn stream256<const ALIGN: usize>(w: &Nf4Weight<'_>, start: usize, out: &mut [f32
 /// `$f::<MR>(args)` for the run-time row count `$mr` (1 to 6) of a micro-kernel call.
 macro_rules! by_rows {
     ($mr:expr, $f:ident ( $($arg:expr),* )) => {
+        by_rows!($mr, $f[] ($($arg),*))
+    };
+    // `f[P](..)`: further const arguments after the row count.
+    ($mr:expr, $f:ident [ $($g:tt),* ] ( $($arg:expr),* )) => {
         match $mr {
-            6 => $f::<6>($($arg),*),
-            5 => $f::<5>($($arg),*),
-            4 => $f::<4>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            1 => $f::<1>($($arg),*),
+            6 => $f::<6 $(, $g)*>($($arg),*),
+            5 => $f::<5 $(, $g)*>($($arg),*),
+            4 => $f::<4 $(, $g)*>($($arg),*),
+            3 => $f::<3 $(, $g)*>($($arg),*),
+            2 => $f::<2 $(, $g)*>($($arg),*),
+            1 => $f::<1 $(, $g)*>($($arg),*),
             mr => unreachable!("micro-kernel rows: {mr}"),
         }
     };
@@ -1229,37 +1233,14 @@ pub(super) unsafe fn micro_bf16_6x32(
     // SAFETY: guaranteed by the caller.
     unsafe {
         if nc <= 16 {
-            by_rows!(mr, bf16x1(a, b, stride, kc, c, ldc, nc, accumulate))
+            by_rows!(mr, bf16_panels[1](a, b, stride, kc, c, ldc, nc, accumulate))
         } else {
-            by_rows!(mr, bf16x2(a, b, stride, kc, c, ldc, nc, accumulate))
+            by_rows!(mr, bf16_panels[2](a, b, stride, kc, c, ldc, nc, accumulate))
         }
     }
 }
 
-macro_rules! bf16_width {
-    ($name:ident, $p:literal) => {
-        #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<const MR: usize>(
-            a: *const u32,
-            b: *const u32,
-            stride: usize,
-            kc: usize,
-            c: *mut f32,
-            ldc: usize,
-            nc: usize,
-            accumulate: bool,
-        ) {
-            // SAFETY: bounds as stated by `micro_bf16_6x32`'s caller.
-            unsafe { bf16_panels::<MR, $p>(a, b, stride, kc, c, ldc, nc, accumulate) }
-        }
-    };
-}
-bf16_width!(bf16x1, 1);
-bf16_width!(bf16x2, 2);
-
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-#[inline]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn bf16_panels<const MR: usize, const P: usize>(
     a: *const u32,
@@ -1357,38 +1338,20 @@ pub(super) unsafe fn micro_bf16w_rows(
     // SAFETY: guaranteed by the caller.
     unsafe {
         if nc <= 16 {
-            by_rows!(mr, widen1(a, lda, b, stride, klen, c, ldc, nc, accumulate))
+            by_rows!(
+                mr,
+                widen_panels[1](a, lda, b, stride, klen, c, ldc, nc, accumulate)
+            )
         } else {
-            by_rows!(mr, widen2(a, lda, b, stride, klen, c, ldc, nc, accumulate))
+            by_rows!(
+                mr,
+                widen_panels[2](a, lda, b, stride, klen, c, ldc, nc, accumulate)
+            )
         }
     }
 }
 
-macro_rules! widen_width {
-    ($name:ident, $p:literal) => {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<const MR: usize>(
-            a: *const f32,
-            lda: usize,
-            b: *const u32,
-            stride: usize,
-            klen: usize,
-            c: *mut f32,
-            ldc: usize,
-            nc: usize,
-            accumulate: bool,
-        ) {
-            // SAFETY: bounds as stated by `micro_bf16w_rows`'s caller.
-            unsafe { widen_panels::<MR, $p>(a, lda, b, stride, klen, c, ldc, nc, accumulate) }
-        }
-    };
-}
-widen_width!(widen1, 1);
-widen_width!(widen2, 2);
-
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn widen_panels<const MR: usize, const P: usize>(
     a: *const f32,
