@@ -6,6 +6,7 @@ mod fused;
 mod kernels;
 mod layers;
 mod lora;
+mod parts;
 mod rope;
 
 use burn::module::Module;
@@ -19,6 +20,10 @@ pub use rope::Rope;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+
+/// Fewest tokens in each part of a batch split over the cores
+/// ([`CausalLm::stack_in_parts`]): below it the products are too small to gain.
+const PART_MIN_TOKENS: usize = 64;
 
 /// Added to the attention scores of masked positions (finite, so that a fully masked row of a
 /// padding query stays a number).
@@ -180,7 +185,6 @@ impl<B: Backend> CausalLm<B> {
         logits: Logits,
         hidden_states: bool,
     ) -> Result<ForwardOutput<B>> {
-        let device = self.device();
         let vocab = self.config.vocab_size;
         if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
             return Err(Error::Input {
@@ -210,16 +214,116 @@ impl<B: Backend> CausalLm<B> {
                 &ones
             }
         };
-        let mut cache = cache;
-        let past = match cache.as_deref() {
-            Some(c) if c.batch != batch => {
-                return Err(Error::Input {
-                    message: format!("cache holds {} sequences, batch has {batch}", c.batch),
-                });
-            }
-            Some(c) => c.len,
-            None => 0,
+        if let Some(p) = positions
+            && p.len() != ids.len()
+        {
+            return Err(Error::Input {
+                message: format!("{} positions for {} ids", p.len(), ids.len()),
+            });
+        }
+        if let Some(c) = cache.as_deref()
+            && c.batch != batch
+        {
+            return Err(Error::Input {
+                message: format!("cache holds {} sequences, batch has {batch}", c.batch),
+            });
+        }
+        let parts = if cache.is_some() {
+            1
+        } else {
+            self.batch_parts(batch, s)
         };
+        let (x, hidden) = if parts > 1 {
+            self.stack_in_parts(ids, mask, positions, batch, parts, hidden_states)
+        } else {
+            self.stack(ids, mask, positions, batch, cache, hidden_states)
+        };
+        let logits = match logits {
+            Logits::None => None,
+            Logits::All => Some(self.lm_head(x.clone())),
+            Logits::Last => Some(self.lm_head(x.clone().narrow(1, s - 1, 1))),
+        };
+        Ok(ForwardOutput {
+            logits,
+            last_hidden: x,
+            hidden_states: hidden,
+        })
+    }
+
+    /// How many parts a forward of `batch` sequences of `s` tokens without a cache is
+    /// split into, each run through the layers on a core of its own (see
+    /// [`Self::stack_in_parts`]): one per thread of the caller's rayon pool, each of
+    /// at least [`PART_MIN_TOKENS`] tokens; 1 (no split) off burn-flex without autodiff.
+    pub fn batch_parts(&self, batch: usize, s: usize) -> usize {
+        if std::any::TypeId::of::<B>() != std::any::TypeId::of::<burn_flex::Flex>() {
+            return 1;
+        }
+        rayon::current_num_threads()
+            .min(batch)
+            .min(batch * s / PART_MIN_TOKENS)
+            .max(1)
+    }
+
+    /// [`Self::stack`] over `parts` slices of the batch at once, each on a
+    /// single-thread pool of its own, joined along the batch. Each part's products
+    /// run on one core with no hand-off between threads, and the rest of a layer
+    /// (norms, attention, the SwiGLU) runs on both cores instead of leaving one
+    /// waiting; every value is computed as it would be unsplit (a row's sums do not
+    /// depend on the other rows). The LM head then runs once over the whole batch.
+    #[allow(clippy::type_complexity)]
+    fn stack_in_parts(
+        &self,
+        ids: &[u32],
+        mask: &[u32],
+        positions: Option<&[u32]>,
+        batch: usize,
+        parts: usize,
+        hidden_states: bool,
+    ) -> (Tensor<B, 3>, Option<Vec<Tensor<B, 3>>>) {
+        let s = ids.len() / batch;
+        let per = batch.div_ceil(parts);
+        let ranges: Vec<(usize, usize)> = (0..batch)
+            .step_by(per)
+            .map(|b0| (b0 * s, (b0 + per).min(batch) * s))
+            .collect();
+        let outs = parts::run(&ranges, |&(i0, i1)| {
+            self.stack(
+                &ids[i0..i1],
+                &mask[i0..i1],
+                positions.map(|p| &p[i0..i1]),
+                (i1 - i0) / s,
+                None,
+                hidden_states,
+            )
+        });
+        let (xs, hs): (Vec<_>, Vec<_>) = outs.into_iter().unzip();
+        let hidden = hidden_states.then(|| {
+            let mut hs: Vec<Vec<Tensor<B, 3>>> = hs.into_iter().flatten().collect();
+            let n = hs.first().map_or(0, Vec::len);
+            (0..n)
+                .map(|l| Tensor::cat(hs.iter_mut().map(|h| h[l].clone()).collect(), 0))
+                .collect()
+        });
+        (Tensor::cat(xs, 0), hidden)
+    }
+
+    /// Embeddings, layers and final norm over `ids` `[batch, s]` (inputs checked by
+    /// [`Self::forward_at`]): the normed last hidden state and, on request, every
+    /// hidden state.
+    #[allow(clippy::type_complexity)]
+    fn stack(
+        &self,
+        ids: &[u32],
+        mask: &[u32],
+        positions: Option<&[u32]>,
+        batch: usize,
+        cache: Option<&mut KvCache<B>>,
+        hidden_states: bool,
+    ) -> (Tensor<B, 3>, Option<Vec<Tensor<B, 3>>>) {
+        let device = self.device();
+        let s = ids.len() / batch;
+        let mut cache = cache;
+        let past = cache.as_deref().map_or(0, |c| c.len);
         // Key mask over cached + new positions.
         let t = past + s;
         let mut key_mask = Vec::with_capacity(batch * t);
@@ -233,16 +337,11 @@ impl<B: Backend> CausalLm<B> {
         let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [batch, 1, s, t]), &device);
         let rd = self.rope.rotary_dim;
         let (cos, sin) = match positions {
-            Some(p) if p.len() == ids.len() => {
+            Some(p) => {
                 let (c, s_) = self.rope.cos_sin(p);
                 let c = Tensor::<B, 4>::from_data(TensorData::new(c, [batch, 1, s, rd]), &device);
                 let s_ = Tensor::<B, 4>::from_data(TensorData::new(s_, [batch, 1, s, rd]), &device);
                 (c, s_)
-            }
-            Some(p) => {
-                return Err(Error::Input {
-                    message: format!("{} positions for {} ids", p.len(), ids.len()),
-                });
             }
             None => {
                 let p: Vec<u32> = (past..past + s).map(|x| x as u32).collect();
@@ -274,16 +373,7 @@ impl<B: Backend> CausalLm<B> {
         if let Some(h) = hidden.as_mut() {
             h.push(x.clone());
         }
-        let logits = match logits {
-            Logits::None => None,
-            Logits::All => Some(self.lm_head(x.clone())),
-            Logits::Last => Some(self.lm_head(x.clone().narrow(1, s - 1, 1))),
-        };
-        Ok(ForwardOutput {
-            logits,
-            last_hidden: x,
-            hidden_states: hidden,
-        })
+        (x, hidden)
     }
 
     /// `[b, s, hidden] -> [b, s, vocab]`.
