@@ -103,10 +103,13 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    /// Load options for this precision, quantizing to NF4 when `load_in_4bit`.
+    /// Load options for inference in this precision: the dense projections packed
+    /// once for the CPU kernels (`LoadOptions::pack`), quantized to NF4 instead when
+    /// `load_in_4bit`.
     pub fn load_options(self, load_in_4bit: bool) -> LoadOptions {
         LoadOptions {
             load_in_4bit,
+            pack: true,
             bf16: self != Dtype::F32,
             bf16_dot: self == Dtype::Bf16Dot,
             ..Default::default()

@@ -20,8 +20,8 @@ use crate::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result, io_err};
 use crate::gguf::{GgmlType, GgufFile, reverse_qk_permutation};
 use crate::model::{
-    Attention, Bf16Linear, CausalLm, DecoderLayer, DecoderModel, Mlp, Projection, RmsNorm, Rope,
-    TokenEmbedding,
+    Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, PackedLinear, PackedWeight, Projection,
+    RmsNorm, Rope, TokenEmbedding,
 };
 
 /// A source of f32 weights by Hugging Face name.
@@ -59,11 +59,19 @@ pub struct LoadOptions {
     /// up and multiplied (tied LM head) by bioalign-quant's kernels. Other backends
     /// always get the f32 table.
     pub dense_embeddings: bool,
-    /// Round the dense projections and the LM head to bf16 (an inference option:
-    /// half the weight bytes, f32 sums; see [`crate::model::Bf16Linear`]). A tied LM
-    /// head gets a bf16 copy of the embedding table, which itself stays as loaded;
-    /// NF4 projections stay NF4. Only on the CPU backend (burn-flex); elsewhere it
-    /// is ignored.
+    /// Pack the dense projections, and an LM head of its own, once for the CPU
+    /// kernels, for inference ([`crate::model::PackedLinear`]): every product reads
+    /// the weight where it lies instead of packing it again, with the same values
+    /// and sums (bit for bit from 4 rows; fewer rows, a generation step's, run in
+    /// another order). A tied LM head keeps multiplying by the embedding table (no
+    /// copy). The weights get no gradient (a LoRA adapter put on a packed projection
+    /// gets a dense base of the same values). Only on the CPU backend (burn-flex);
+    /// elsewhere it is ignored.
+    pub pack: bool,
+    /// Pack as with `pack`, the weights rounded to bf16 (half their bytes; f32
+    /// inputs and sums, see [`crate::model::PackedWeight::Bf16`]); a tied LM head gets
+    /// a bf16 copy of the embedding table, which itself stays as loaded. NF4
+    /// projections stay NF4.
     pub bf16: bool,
     /// With `bf16`, round each projection's input to bf16 too and multiply with
     /// AVX-512 BF16 dot products (`vdpbf16ps`): twice an f32 FMA's multiply-adds per
@@ -446,19 +454,23 @@ impl<B: Backend> CausalLm<B> {
                 device,
             ))
         };
-        let bf16 = opts.bf16 && bioalign_quant::dense::is_cpu_backend::<B>();
-        let to_bf16 = |name: &str, w: &[f32], out: usize, inp: usize| -> Result<Projection<B>> {
-            let l = Bf16Linear::new(w, out, inp, opts.bf16_dot).map_err(|source| Error::Quant {
-                path: src.path().to_path_buf(),
-                tensor: name.to_string(),
-                source,
+        let cpu = bioalign_quant::dense::is_cpu_backend::<B>();
+        let bf16 = opts.bf16 && cpu;
+        let pack = (opts.pack || opts.bf16) && cpu;
+        let packed = |name: &str, w: &[f32], out: usize, inp: usize| -> Result<Projection<B>> {
+            let w = PackedWeight::new(w, out, inp, bf16, opts.bf16_dot).map_err(|source| {
+                Error::Quant {
+                    path: src.path().to_path_buf(),
+                    tensor: name.to_string(),
+                    source,
+                }
             })?;
-            Ok(Projection::Bf16(l))
+            Ok(Projection::Packed(PackedLinear::new(w)))
         };
         let from_values =
             |name: &str, w: &[f32], out: usize, inp: usize| -> Result<Projection<B>> {
-                if bf16 && !opts.load_in_4bit {
-                    to_bf16(name, w, out, inp)
+                if pack && !opts.load_in_4bit {
+                    packed(name, w, out, inp)
                 } else if opts.load_in_4bit {
                     let l = bioalign_quant::Nf4Linear::quantize(w, out, inp).map_err(|source| {
                         Error::Quant {
@@ -607,13 +619,11 @@ impl<B: Backend> CausalLm<B> {
                 [vocab, h],
             ))),
         };
-        let lm_head = if bf16 {
-            let (name, w) = if config.tie_word_embeddings {
-                (embed_name, embed_tokens.values())
-            } else {
-                ("lm_head.weight", fetch(src, "lm_head.weight", &[vocab, h])?)
-            };
-            Some(to_bf16(name, &w, vocab, h)?)
+        let lm_head = if bf16 && config.tie_word_embeddings {
+            Some(packed(embed_name, &embed_tokens.values(), vocab, h)?)
+        } else if pack && !config.tie_word_embeddings {
+            let w = fetch(src, "lm_head.weight", &[vocab, h])?;
+            Some(packed("lm_head.weight", &w, vocab, h)?)
         } else if config.tie_word_embeddings {
             None
         } else {

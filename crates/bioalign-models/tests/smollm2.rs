@@ -199,8 +199,8 @@ fn smollm2_in_bf16_stays_close_to_transformers() -> Result<()> {
         let (model, tok) = (p.model, p.tokenizer.unwrap());
         let layer = &model.model.layers[0];
         assert!(
-            matches!(layer.mlp.down_proj, Projection::Bf16(_))
-                && matches!(model.lm_head, Some(Projection::Bf16(_))),
+            matches!(layer.mlp.down_proj, Projection::Packed(_))
+                && matches!(model.lm_head, Some(Projection::Packed(_))),
             "bf16 projections and head"
         );
         let batch = tok.encode_batch(&PROMPTS)?;

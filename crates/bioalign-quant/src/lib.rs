@@ -17,9 +17,9 @@
 //!   weight no gradient.
 //! - `dense` (feature `burn`): plain f32 products of frozen weights on burn-flex
 //!   through the same blocked kernel.
-//! - [`bf16_packed`]: [`Bf16Packed`], a frozen weight rounded to bf16 and packed
-//!   once for the bf16 product (AVX-512 BF16 where the CPU has it), an inference
-//!   option at half the bytes and twice the multiply-adds of f32.
+//! - [`packed`]: [`F32Packed`] and [`Bf16Packed`], frozen weights laid out once in
+//!   the blocked kernel's panels for inference: f32 products read them in place;
+//!   bf16 halves the bytes (f32 sums, or AVX-512 BF16 dot products).
 //! - [`q8`]: [`Q8Packed`], an 8-bit matrix in GGUF's `Q8_0` form (a token
 //!   embedding and its tied LM head), multiplied by the same kernels.
 //! - [`cube`] (feature `cubecl`, turned on by `cuda` and `wgpu`): the same layer on
@@ -29,7 +29,6 @@
 //! Non-finite input is an error ([`Error::NonFinite`]); bitsandbytes would
 //! silently turn the whole block into NaN.
 
-pub mod bf16_packed;
 pub mod blockwise;
 pub mod checkpoint;
 pub mod codebook;
@@ -43,15 +42,16 @@ mod error;
 pub mod kernels;
 #[cfg(feature = "burn")]
 pub mod nf4_linear;
+pub mod packed;
 pub mod q8;
 mod tensor;
 
-pub use bf16_packed::Bf16Packed;
 pub use codebook::{BlockSize, QuantType};
 pub use double_quant::NestedScales;
 pub use error::{Error, Result};
 pub use kernels::{Isa, Nf4Weight, Q8Weight};
 #[cfg(feature = "burn")]
 pub use nf4_linear::{Nf4Backend, Nf4Linear, Nf4Packed};
+pub use packed::{Bf16Packed, F32Packed};
 pub use q8::Q8Packed;
 pub use tensor::{QuantizeOptions, Quantized4bit, Scales, SourceDtype};

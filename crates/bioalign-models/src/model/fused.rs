@@ -18,8 +18,10 @@ use bioalign_lora::Recompute;
 use std::any::Any;
 use std::sync::Arc;
 
+use bioalign_quant::Q8Packed;
 use bioalign_quant::dense::{f32_contiguous as contiguous, f32_slice as slice};
-use bioalign_quant::{Bf16Packed, Q8Packed};
+
+use super::layers::PackedWeight;
 
 use super::kernels::{self, AttentionDims, View};
 use burn::backend::autodiff::Autodiff;
@@ -91,36 +93,28 @@ pub(crate) fn rms_norm<B: Backend, const D: usize>(
     x * weight.unsqueeze::<D>()
 }
 
-/// `x · Wᵀ` for a frozen bf16 `W` `[rows, cols]` over the last dimension of `x`:
-/// `[.., cols] -> [.., rows]`. On burn-flex bioalign-quant's kernels: f32 sums of
-/// `x` and the bf16 values, or with `dot` bf16 dot products of `x` rounded to bf16;
+/// `x · Wᵀ` for a frozen packed `W` `[out, in]` over the last dimension of `x`:
+/// `[.., in] -> [.., out]`. On burn-flex bioalign-quant's kernels for the packing;
 /// anywhere else, autodiff included, a product with `W`'s values as f32 (so `x`
 /// keeps its precision and gets its gradient).
-pub(crate) fn bf16_linear<B: Backend, const D: usize>(
+pub(crate) fn packed_linear<B: Backend, const D: usize>(
     x: Tensor<B, D>,
-    w: &Bf16Packed,
-    dot: bool,
+    w: &PackedWeight,
 ) -> Tensor<B, D> {
     let dims = x.dims();
+    let (out, inp) = w.shape();
     let m = dims[..D - 1].iter().product::<usize>();
     let mut out_dims = dims;
-    out_dims[D - 1] = w.rows();
+    out_dims[D - 1] = out;
     if let Some(x2) = (&x as &dyn Any).downcast_ref::<Tensor<Flex, D>>() {
         let xt = contiguous(x2.clone().into_primitive().tensor());
-        let y = if dot {
-            w.matmul_nt_dot(slice(&xt), m)
-        } else {
-            w.matmul_nt(slice(&xt), m)
-        };
+        let y = w.matmul_nt(slice(&xt), m);
         let y = y.expect("the input features match the weight (checked when loading)");
         let y = FlexTensor::from_data(bioalign_quant::kernels::pool::f32_data(y, out_dims));
         return same_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(y)));
     }
-    let table = Tensor::<B, 2>::from_data(
-        TensorData::new(w.to_f32(), [w.rows(), w.cols()]),
-        &x.device(),
-    );
-    x.reshape([m, w.cols()])
+    let table = Tensor::<B, 2>::from_data(TensorData::new(w.to_f32(), [out, inp]), &x.device());
+    x.reshape([m, inp])
         .matmul(table.transpose())
         .reshape(out_dims)
 }

@@ -4,7 +4,7 @@ use bioalign_lora::{AdapterSlot, LinearBase, LoraLinear, ModuleLora};
 use std::sync::Arc;
 
 use bioalign_quant::dense::{WeightLayout, try_flex_matmul};
-use bioalign_quant::{Bf16Packed, Nf4Linear, Q8Packed};
+use bioalign_quant::{Bf16Packed, F32Packed, Nf4Linear, Q8Packed};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -26,47 +26,92 @@ pub enum Projection<B: Backend> {
     LoraDense(LoraLinear<B, Linear<B>>),
     /// A frozen NF4 weight with a LoRA adapter (QLoRA).
     LoraNf4(LoraLinear<B, Nf4Linear<B>>),
-    /// A frozen weight rounded to bf16 (inference, [`crate::LoadOptions::bf16`]).
-    Bf16(Bf16Linear<B>),
+    /// A frozen weight packed once for the CPU kernels, in f32 or bf16 (inference:
+    /// [`crate::LoadOptions::pack`], [`crate::LoadOptions::bf16`]).
+    Packed(PackedLinear<B>),
 }
 
-/// A frozen weight rounded to bf16 (half the bytes of f32), packed once for
-/// bioalign-quant's products; not a parameter, so it gets no gradient. By default the
-/// product is f32 with the weight's bf16 values ([`Bf16Packed::matmul_nt`]); with
-/// `dot` the input is rounded to bf16 too and multiplied by AVX-512 BF16 dot
-/// products ([`Bf16Packed::matmul_nt_dot`]). On burn-flex without autodiff the
-/// kernels run; elsewhere (other backends, autodiff) a product with the weight's
-/// values expanded to f32.
-#[derive(Module, Debug)]
-pub struct Bf16Linear<B: Backend> {
-    /// The packed weight, `[out, in]`.
-    #[module(skip)]
-    pub weight: Arc<Bf16Packed>,
-    /// Round the input to bf16 and use the bf16 dot product.
-    #[module(skip)]
-    pub dot: bool,
-    /// Ties the module to its backend.
-    pub backend: core::marker::PhantomData<B>,
+/// A frozen weight packed once for bioalign-quant's CPU products.
+#[derive(Debug)]
+pub enum PackedWeight {
+    /// f32, in the blocked kernel's panels, read in place by every product: the values
+    /// and sums of the f32 product, without packing the weight again each time.
+    F32(F32Packed),
+    /// Rounded to bf16 (half the bytes of f32); f32 inputs and sums.
+    Bf16(Bf16Packed),
+    /// Rounded to bf16; the input rounded to bf16 too and multiplied by AVX-512 BF16
+    /// dot products (f32 sums).
+    Bf16Dot(Bf16Packed),
 }
 
-impl<B: Backend> Bf16Linear<B> {
-    /// From a Hugging Face `[out, in]` weight, rounded to bf16.
+impl PackedWeight {
+    /// Packs a Hugging Face `[out, in]` weight: f32, or bf16 (with `dot`, for the dot
+    /// product).
     pub fn new(
         weight_out_in: &[f32],
         out: usize,
         inp: usize,
+        bf16: bool,
         dot: bool,
     ) -> bioalign_quant::Result<Self> {
-        Ok(Self {
-            weight: Arc::new(Bf16Packed::from_f32(weight_out_in, out, inp)?),
-            dot,
-            backend: core::marker::PhantomData,
+        Ok(match (bf16, dot) {
+            (false, _) => Self::F32(F32Packed::from_f32(weight_out_in, out, inp)?),
+            (true, false) => Self::Bf16(Bf16Packed::from_f32(weight_out_in, out, inp)?),
+            (true, true) => Self::Bf16Dot(Bf16Packed::from_f32(weight_out_in, out, inp)?),
         })
+    }
+
+    /// `(out, in)`.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            Self::F32(w) => (w.rows(), w.cols()),
+            Self::Bf16(w) | Self::Bf16Dot(w) => (w.rows(), w.cols()),
+        }
+    }
+
+    /// The weight's values, `[out, in]` row-major f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Self::F32(w) => w.to_f32(),
+            Self::Bf16(w) | Self::Bf16Dot(w) => w.to_f32(),
+        }
+    }
+
+    /// `x · Wᵀ`: `x` `[m, in]` to `[m, out]`.
+    pub fn matmul_nt(&self, x: &[f32], m: usize) -> bioalign_quant::Result<Vec<f32>> {
+        match self {
+            Self::F32(w) => w.matmul_nt(x, m),
+            Self::Bf16(w) => w.matmul_nt(x, m),
+            Self::Bf16Dot(w) => w.matmul_nt_dot(x, m),
+        }
+    }
+}
+
+/// A frozen projection whose weight is packed once for bioalign-quant's CPU products
+/// (inference); not a parameter, so it gets no gradient. On burn-flex without
+/// autodiff the kernels run; elsewhere (other backends, autodiff) a product with the
+/// weight's values expanded to f32.
+#[derive(Module, Debug)]
+pub struct PackedLinear<B: Backend> {
+    /// The packed weight, `[out, in]`.
+    #[module(skip)]
+    pub weight: Arc<PackedWeight>,
+    /// Ties the module to its backend.
+    pub backend: core::marker::PhantomData<B>,
+}
+
+impl<B: Backend> PackedLinear<B> {
+    /// Wraps a packed weight.
+    pub fn new(weight: PackedWeight) -> Self {
+        Self {
+            weight: Arc::new(weight),
+            backend: core::marker::PhantomData,
+        }
     }
 
     /// `[.., in] -> [.., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        super::fused::bf16_linear(x, &self.weight, self.dot)
+        super::fused::packed_linear(x, &self.weight)
     }
 }
 
@@ -95,7 +140,7 @@ impl<B: Backend> Projection<B> {
             Self::Nf4(l) => l.forward_any(x),
             Self::LoraDense(l) => l.forward(x),
             Self::LoraNf4(l) => l.forward(x),
-            Self::Bf16(l) => l.forward(x),
+            Self::Packed(l) => l.forward(x),
         }
     }
 
@@ -106,7 +151,10 @@ impl<B: Backend> Projection<B> {
             Self::Nf4(l) => l.dims(),
             Self::LoraDense(l) => l.features(),
             Self::LoraNf4(l) => l.features(),
-            Self::Bf16(l) => (l.weight.cols(), l.weight.rows()),
+            Self::Packed(l) => {
+                let (out, inp) = l.weight.shape();
+                (inp, out)
+            }
         }
     }
 
@@ -118,7 +166,7 @@ impl<B: Backend> Projection<B> {
             Self::Nf4(l) => l.dense_weight_out_in(),
             Self::LoraDense(l) => l.merged_weight_out_in(),
             Self::LoraNf4(l) => l.merged_weight_out_in(),
-            Self::Bf16(l) => l.weight.to_f32(),
+            Self::Packed(l) => l.weight.to_f32(),
         }
     }
 
@@ -132,7 +180,7 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::LoraDense(l) => Some(l),
             Self::LoraNf4(l) => Some(l),
-            Self::Dense(_) | Self::Nf4(_) | Self::Bf16(_) => None,
+            Self::Dense(_) | Self::Nf4(_) | Self::Packed(_) => None,
         }
     }
 
@@ -141,12 +189,12 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::LoraDense(l) => Some(l),
             Self::LoraNf4(l) => Some(l),
-            Self::Dense(_) | Self::Nf4(_) | Self::Bf16(_) => None,
+            Self::Dense(_) | Self::Nf4(_) | Self::Packed(_) => None,
         }
     }
 
     /// Wraps a dense or NF4 projection with a fresh adapter (A Kaiming-uniform from
-    /// `rng`, B zeros; the base frozen); a bf16 base becomes a dense one of the same
+    /// `rng`, B zeros; the base frozen); a packed base becomes a dense one of the same
     /// values first. A projection that already has one is returned unchanged (the
     /// caller checks beforehand).
     pub fn with_lora(
@@ -159,8 +207,8 @@ impl<B: Backend> Projection<B> {
         match self {
             Self::Dense(l) => Self::LoraDense(LoraLinear::new(l, lora, dropout, rng, device)),
             Self::Nf4(l) => Self::LoraNf4(LoraLinear::new(l, lora, dropout, rng, device)),
-            Self::Bf16(l) => {
-                let (out, inp) = (l.weight.rows(), l.weight.cols());
+            Self::Packed(l) => {
+                let (out, inp) = l.weight.shape();
                 Self::dense(&l.weight.to_f32(), out, inp, device)
                     .no_grad()
                     .with_lora(lora, dropout, rng, device)

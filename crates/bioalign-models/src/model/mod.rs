@@ -14,7 +14,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 pub use layers::{
-    Attention, Bf16Linear, DecoderLayer, Mlp, Projection, Q8Embedding, RmsNorm, TokenEmbedding,
+    Attention, DecoderLayer, Mlp, PackedLinear, PackedWeight, Projection, Q8Embedding, RmsNorm,
+    TokenEmbedding,
 };
 pub use rope::Rope;
 

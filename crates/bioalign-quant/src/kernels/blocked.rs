@@ -36,6 +36,23 @@ const NB: usize = 1024;
 /// Rows of `x` per sweep over a block (packed, 135 KiB, in L2).
 const MB: usize = 120;
 
+/// A weight `[rows, cols]` already in this kernel's panels ([`crate::F32Packed`]):
+/// `values[p][k][j] = W[p·16 + j][k]`, one panel `cols · 16` values long. Products read
+/// the panels where they lie instead of packing blocks of them.
+#[derive(Clone, Copy)]
+pub(crate) struct F32Panels<'a> {
+    pub(crate) values: &'a [f32],
+    pub(crate) cols: usize,
+}
+
+impl F32Panels<'_> {
+    /// `W[r][k]`.
+    #[inline]
+    pub(crate) fn value(&self, r: usize, k: usize) -> f32 {
+        self.values[(r / NR * self.cols + k) * NR + r % NR]
+    }
+}
+
 /// The output, shared by the threads; each writes only its own columns or rows.
 pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: threads write disjoint elements (their own column or row ranges) and the
@@ -160,6 +177,135 @@ pub(super) fn shares(
     }
 }
 
+/// Rows of `x` up to which [`gemm_in_place`] runs a product over prepacked panels
+/// (a decoding step's GEMVs): packing `x` and sharing it out would cost more.
+pub(crate) const IN_PLACE_MAX_M: usize = MR;
+
+/// Whether [`gemm_in_place`] runs `m` rows of `x` against `src`: a weight already in
+/// panels (`F32Panels`, or `Bf16` widened in registers), at most
+/// [`IN_PLACE_MAX_M`] rows, on AVX-512.
+pub(crate) fn in_place_applies(isa: Isa, src: &WeightSource<'_>, m: usize) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa == Isa::Avx512
+        && (1..=IN_PLACE_MAX_M).contains(&m)
+        && matches!(src, WeightSource::F32Panels(_) | WeightSource::Bf16(_))
+}
+
+/// `y = x · Vᵀ` for a few rows of `x` over a weight already in panels (see
+/// [`in_place_applies`], which the caller checked): the panels are read where they
+/// lie and `x` unpacked, threads split the columns (a thread per 2^18 weights: the
+/// product is bound by memory), and the depth blocks and order of the sums are the
+/// blocked kernel's, so the bits are its own.
+pub(crate) fn gemm_in_place(
+    src: &WeightSource<'_>,
+    x: &[f32],
+    m: usize,
+    (rows, cols): (usize, usize),
+    y: &mut [MaybeUninit<f32>],
+    threads: usize,
+) {
+    debug_assert!(x.len() >= m * cols && y.len() >= m * rows);
+    if rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y[..m * rows].iter_mut().for_each(|v| {
+            v.write(0.0);
+        });
+        return;
+    }
+    let kstep = k_step(cols);
+    let panels = rows.div_ceil(NR);
+    let t = thread_count(
+        threads,
+        (rows * cols / (1 << 18) + 1).min(panels.div_ceil(2)),
+    );
+    let mut ranges = shares(false, m, rows, t, 2);
+    let out = OutPtr(y.as_mut_ptr().cast());
+    let out = &out;
+    super::par_chunks_mut(&mut ranges, 1, |_, r| {
+        let (_, _, c0, c1) = r[0];
+        for j in (c0..c1).step_by(2 * NR) {
+            let nc = (2 * NR).min(c1 - j);
+            for k0 in (0..cols).step_by(kstep) {
+                let klen = kstep.min(cols - k0);
+                for i in (0..m).step_by(MR) {
+                    let mr = MR.min(m - i);
+                    let (a, c) = (&x[i * cols + k0..], i * rows + j);
+                    in_place(src, mr, a, cols, j, k0, klen, (out, c, rows), nc, k0 > 0);
+                }
+            }
+        }
+    });
+}
+
+/// One call of [`gemm_in_place`]'s micro-kernel: rows `a` (`lda` apart, `klen`
+/// values from depth `k0`), output columns `j..j + nc` (`j` a multiple of 16) at
+/// element `c` of `out` (rows `ldc` apart).
+#[allow(clippy::too_many_arguments)]
+fn in_place(
+    src: &WeightSource<'_>,
+    mr: usize,
+    a: &[f32],
+    lda: usize,
+    j: usize,
+    k0: usize,
+    klen: usize,
+    (out, c, ldc): (&OutPtr, usize, usize),
+    nc: usize,
+    accumulate: bool,
+) {
+    assert!(a.len() >= (mr - 1) * lda + klen);
+    match src {
+        #[cfg(target_arch = "x86_64")]
+        WeightSource::F32Panels(w) => {
+            let stride = w.cols * NR;
+            for p in 0..nc.div_ceil(NR) {
+                let b = &w.values[(j / NR + p) * stride + k0 * NR..][..klen * NR];
+                // SAFETY: AVX-512F (checked by the caller); `a` holds `mr` rows of
+                // `klen` values (asserted), `b` `klen × 16`; the output columns
+                // belong to this thread and lie inside `y`.
+                unsafe {
+                    super::x86::micro_rows_x16(
+                        mr,
+                        a.as_ptr(),
+                        lda,
+                        b.as_ptr(),
+                        klen,
+                        out.0.add(c + p * NR),
+                        ldc,
+                        (nc - p * NR).min(NR),
+                        accumulate,
+                    )
+                };
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        WeightSource::Bf16(w) => {
+            let stride = w.pairs() * NR;
+            let b = &w.words[j / NR * stride + k0 / 2 * NR..];
+            assert!(b.len() >= (nc - 1) / NR * stride + klen.div_ceil(2) * NR);
+            // SAFETY: AVX-512F (checked by the caller); bounds asserted above; the
+            // output columns belong to this thread and lie inside `y`.
+            unsafe {
+                super::x86::micro_bf16w_rows(
+                    mr,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr(),
+                    stride,
+                    klen,
+                    out.0.add(c),
+                    ldc,
+                    nc,
+                    accumulate,
+                )
+            };
+        }
+        _ => unreachable!("checked by in_place_applies"),
+    }
+}
+
 /// The most of `x` packed once per product (see [`gemm`]) that a thread keeps
 /// between calls (8 MiB: a 1024-token batch of SmolLM2's 1536 MLP features); larger
 /// inputs get a buffer of their own.
@@ -206,7 +352,16 @@ fn columns(
             let nb = nb_max.min(c1 - j0);
             for k0 in (0..cols).step_by(kstep) {
                 let kc = kstep.min(cols - k0);
-                pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
+                // The block's panels, `pstride` apart: packed here, or in place.
+                let (pack, pstride): (&[f32], usize) = match src {
+                    WeightSource::F32Panels(w) => {
+                        (&w.values[(j0 / NR * cols + k0) * NR..], cols * NR)
+                    }
+                    _ => {
+                        pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
+                        (&pack[..], KB * NR)
+                    }
+                };
                 // One panel wide, unshared `x`: the micro-kernel reads `x` unpacked.
                 #[cfg(target_arch = "x86_64")]
                 if isa == Isa::Avx512 && nb <= NR && xp.is_none() {
@@ -246,14 +401,14 @@ fn columns(
                     for p in (0..nb.div_ceil(NR)).step_by(step) {
                         let nc = (step * NR).min(nb - p * NR);
                         let panel =
-                            &pack[p * KB * NR..(p * KB * NR + (nc - 1) / NR * KB * NR + kc * NR)];
+                            &pack[p * pstride..(p * pstride + (nc - 1) / NR * pstride + kc * NR)];
                         for (q, i) in (i0..i1).step_by(MR).enumerate() {
                             let mr = MR.min(i1 - i);
                             let a = &a_all[q * stride..q * stride + kc * MR];
                             // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
                             // lie inside `y` (`m × rows`) and belong to this thread.
                             let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
-                            micro(isa, mr, a, panel, kc, c, rows, nc, k0 > 0);
+                            micro(isa, mr, a, panel, pstride, kc, c, rows, nc, k0 > 0);
                         }
                     }
                 }
@@ -328,20 +483,21 @@ fn micro(
     mr: usize,
     a: &[f32],
     panel: &[f32],
+    stride: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
     nc: usize,
     accumulate: bool,
 ) {
-    debug_assert!(panel.len() >= (nc - 1) / NR * KB * NR + kc * NR && a.len() >= kc * MR);
+    debug_assert!(panel.len() >= (nc - 1) / NR * stride + kc * NR && a.len() >= kc * MR);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => super::x86::micro_6x32(
             mr,
             a.as_ptr(),
             panel.as_ptr(),
-            KB * NR,
+            stride,
             kc,
             c,
             ldc,
@@ -356,7 +512,7 @@ fn micro(
             for i in 0..mr {
                 for j in 0..nc {
                     let mut acc = 0f32;
-                    let b = &panel[j / NR * KB * NR + j % NR..];
+                    let b = &panel[j / NR * stride + j % NR..];
                     for k in 0..kc {
                         acc += a[k * MR + i] * b[k * NR];
                     }
@@ -424,6 +580,14 @@ fn pack_block(
                     let dst = &mut pack[p * KB * NR + k * NR..p * KB * NR + k * NR + NR];
                     copy_padded(src, dst);
                 }
+            }
+        }
+        // Already in panels (`columns` reads them in place; copied for completeness).
+        WeightSource::F32Panels(w) => {
+            for p in 0..panels {
+                let at = ((j0 / NR + p) * w.cols + k0) * NR;
+                pack[p * KB * NR..p * KB * NR + kc * NR]
+                    .copy_from_slice(&w.values[at..at + kc * NR]);
             }
         }
         // Already in panels of 16 rows: widened to f32 where they lie.

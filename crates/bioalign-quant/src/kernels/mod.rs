@@ -9,7 +9,7 @@
 //! rows on rayon's pool (`dispatch`).
 
 pub(crate) mod bf16_gemm;
-mod blocked;
+pub(crate) mod blocked;
 mod dispatch;
 mod few;
 pub mod pool;
@@ -433,22 +433,13 @@ pub(crate) fn product_of(
         return Err(Error::shape("input x [m, cols]", m * cols, x.len()));
     }
     let len = m * rows;
-    if let WeightSource::Bf16(w) = src
-        && len > 0
-    {
+    if blocked::in_place_applies(isa.checked(), src, m) {
         let mut y = pool::take(len);
-        if bf16_gemm::gemm_widen(
-            isa.checked(),
-            *w,
-            x,
-            m,
-            &mut y.spare_capacity_mut()[..len],
-            threads,
-        ) {
-            // SAFETY: `gemm_widen` wrote all `len` elements.
-            unsafe { y.set_len(len) };
-            return Ok(y);
-        }
+        let out = &mut y.spare_capacity_mut()[..len];
+        blocked::gemm_in_place(src, x, m, (rows, cols), out, threads);
+        // SAFETY: `gemm_in_place` wrote all `len` elements.
+        unsafe { y.set_len(len) };
+        return Ok(y);
     }
     if len == 0 || !tiles(m, src, isa.checked()) {
         let mut y = vec![0f32; len];
@@ -514,6 +505,9 @@ pub(crate) enum WeightSource<'a> {
     /// `V = W` held as bf16 panels ([`crate::Bf16Packed`]), widened to f32 as they are
     /// packed, so the f32 kernel multiplies the bf16 values exactly.
     Bf16(bf16_gemm::Panels<'a>),
+    /// `V = W` already in the blocked kernel's f32 panels ([`crate::F32Packed`]), read
+    /// in place.
+    F32Panels(blocked::F32Panels<'a>),
 }
 
 impl WeightSource<'_> {
@@ -556,6 +550,11 @@ impl WeightSource<'_> {
                     *o = p.value(r, k0 + k);
                 }
             }
+            WeightSource::F32Panels(p) => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = p.value(r, k0 + k);
+                }
+            }
         }
     }
 
@@ -572,7 +571,8 @@ impl WeightSource<'_> {
             WeightSource::Nf4(_)
             | WeightSource::F32 { .. }
             | WeightSource::Q8(_)
-            | WeightSource::Bf16(_) => {
+            | WeightSource::Bf16(_)
+            | WeightSource::F32Panels(_) => {
                 for (j, o) in out.iter_mut().enumerate() {
                     self.row_slice(isa, j0 + j, k, std::slice::from_mut(o));
                 }

@@ -1,6 +1,12 @@
-//! [`Bf16Packed`]: a frozen weight rounded to bf16 (8 bits of mantissa) and laid out
-//! once in panels of 16 rows: half the bytes of f32, an inference option rather than
-//! the reference path. Two products:
+//! Frozen weights laid out once in panels of 16 rows, for inference.
+//!
+//! [`F32Packed`]: f32 values in the blocked kernel's own panel layout, `[panel][k][16]`,
+//! which the micro-kernel reads in place: a product packs only `x`, where a weight
+//! given as a matrix is packed again by every product (and by each part of a batch
+//! split over the cores). The same sums as the f32 kernel on the matrix, bit for bit.
+//!
+//! [`Bf16Packed`]: a weight rounded to bf16 (8 bits of mantissa), half the bytes of
+//! f32, an inference option rather than the reference path. Two products:
 //! - [`Bf16Packed::matmul_nt`]: `x` stays f32; the blocked f32 kernel widens the
 //!   panels as it packs them (exactly: a bf16 value is an f32 value), so only the
 //!   weight's rounding separates it from the f32 model.
@@ -9,8 +15,118 @@
 //!   multiply-adds per instruction.
 
 use crate::kernels::bf16_gemm::{self, NR, Panels};
+use crate::kernels::blocked::F32Panels;
 use crate::kernels::{self, Isa, WeightSource};
 use crate::{Error, Result};
+
+/// A weight `[rows, cols]` (`y = x · Wᵀ`, Hugging Face's `[out, in]`) in f32 panels of
+/// 16 rows, `[panel][k][16]` (zero past the last row).
+#[derive(Clone)]
+pub struct F32Packed {
+    values: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl F32Packed {
+    /// Packs `w` (`[rows, cols]`, row-major). A non-finite value is an error naming its
+    /// position.
+    pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        check_weight(w, rows, cols, "f32")?;
+        let mut values = vec![0f32; rows.div_ceil(NR) * cols * NR];
+        if cols > 0 {
+            kernels::par_chunks_mut(&mut values, cols * NR, |p, panel| {
+                for (j, row) in w[p * NR * cols..].chunks(cols).take(NR).enumerate() {
+                    for (k, &v) in row.iter().enumerate() {
+                        panel[k * NR + j] = v;
+                    }
+                }
+            });
+        }
+        Ok(F32Packed { values, rows, cols })
+    }
+
+    fn panels(&self) -> F32Panels<'_> {
+        F32Panels {
+            values: &self.values,
+            cols: self.cols,
+        }
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held (panels padded to 16 rows).
+    pub fn nbytes(&self) -> usize {
+        4 * self.values.len()
+    }
+
+    /// The weight, `[rows, cols]` row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = self.values[(r / NR * self.cols + k) * NR + r % NR];
+            }
+        }
+        out
+    }
+
+    /// `x · Wᵀ`: `x` `[m, cols]` to `[m, rows]` (large outputs come from
+    /// [`kernels::pool`]).
+    pub fn matmul_nt(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.matmul_nt_with(x, m, Isa::detect(), 0)
+    }
+
+    /// [`Self::matmul_nt`] with a chosen instruction set and thread count (0: the
+    /// rayon pool's).
+    pub fn matmul_nt_with(
+        &self,
+        x: &[f32],
+        m: usize,
+        isa: Isa,
+        threads: usize,
+    ) -> Result<Vec<f32>> {
+        let src = WeightSource::F32Panels(self.panels());
+        kernels::product_of(x, m, &src, self.rows, self.cols, isa, threads)
+    }
+}
+
+impl std::fmt::Debug for F32Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("F32Packed")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `w` holds `rows × cols` finite values.
+fn check_weight(w: &[f32], rows: usize, cols: usize, what: &str) -> Result<()> {
+    if w.len() != rows * cols {
+        return Err(Error::shape(
+            format!("{what} weight [rows, cols]"),
+            rows * cols,
+            w.len(),
+        ));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            value: w[i],
+            index: i,
+            block: i / cols.max(1),
+            context: format!(" (row of a {what} weight)"),
+        });
+    }
+    Ok(())
+}
 
 /// A weight `[rows, cols]` (`y = x · Wᵀ`, Hugging Face's `[out, in]`) in bf16 panels.
 #[derive(Clone)]
@@ -25,21 +141,7 @@ impl Bf16Packed {
     /// values become zero, as the AVX-512 conversion does) and packs it. A
     /// non-finite value is an error naming its position.
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        if w.len() != rows * cols {
-            return Err(Error::shape(
-                "bf16 weight [rows, cols]",
-                rows * cols,
-                w.len(),
-            ));
-        }
-        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                value: w[i],
-                index: i,
-                block: i / cols.max(1),
-                context: " (row of a bf16 weight)".into(),
-            });
-        }
+        check_weight(w, rows, cols, "bf16")?;
         let mut words = vec![0u32; rows.div_ceil(NR) * cols.div_ceil(2) * NR];
         bf16_gemm::pack_weight(Isa::detect(), w, rows, cols, &mut words);
         Ok(Bf16Packed { words, rows, cols })
@@ -178,19 +280,19 @@ mod tests {
     }
 
     /// `got` (`[m, rows]`) lies within f32 rounding of the exact sums `Σ_k xq(x[i][k]) ·
-    /// bf(w[j][k])` (in f64; the bound of a sum of `cols` rounded additions).
+    /// wq(w[j][k])` (in f64; the bound of a sum of `cols` rounded additions).
     fn assert_near_exact(
         got: &[f32],
         x: &[f32],
         w: &[f32],
         (m, rows, cols): (usize, usize, usize),
-        xq: impl Fn(f32) -> f64,
+        (xq, wq): (impl Fn(f32) -> f64, impl Fn(f32) -> f64),
     ) {
         for i in 0..m {
             for j in 0..rows {
                 let (mut exact, mut mag) = (0f64, 0f64);
                 for k in 0..cols {
-                    let t = xq(x[i * cols + k]) * bf(w[j * cols + k]);
+                    let t = xq(x[i * cols + k]) * wq(w[j * cols + k]);
                     exact += t;
                     mag += t.abs();
                 }
@@ -227,7 +329,7 @@ mod tests {
             let x = values(m * cols, 11 + rows as u64);
             let p = Bf16Packed::from_f32(&w, rows, cols).unwrap();
             let reference = p.matmul_nt_dot_with(&x, m, Isa::Scalar, 1).unwrap();
-            assert_near_exact(&reference, &x, &w, (m, rows, cols), bf);
+            assert_near_exact(&reference, &x, &w, (m, rows, cols), (bf, bf));
             for isa in Isa::all_available() {
                 for threads in [1, 2, 3] {
                     let got = p.matmul_nt_dot_with(&x, m, isa, threads).unwrap();
@@ -264,7 +366,7 @@ mod tests {
             for isa in Isa::all_available() {
                 for threads in [1, 2] {
                     let got = p.matmul_nt_with(&x, m, isa, threads).unwrap();
-                    assert_near_exact(&got, &x, &w, (m, rows, cols), f64::from);
+                    assert_near_exact(&got, &x, &w, (m, rows, cols), (f64::from, bf));
                     if m < 4 {
                         continue;
                     }
@@ -283,6 +385,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An f32 weight packed in the kernel's panels gives the product of the weight as a
+    /// matrix: bit for bit from 4 rows (both run the blocked kernel, whose sums do not
+    /// depend on where the panels come from), within f32 rounding of the exact sums
+    /// for fewer (the matrix then runs as row dot products); and it unpacks to itself.
+    #[test]
+    fn f32_panels_give_the_matrix_product() {
+        for (m, rows, cols) in [
+            (1, 16, 32),
+            (2, 17, 33),
+            (4, 33, 601),
+            (7, 40, 64),
+            (13, 33, 600),
+            (64, 300, 96),
+        ] {
+            let w = values(rows * cols, 3 + m as u64);
+            let x = values(m * cols, 5 + rows as u64);
+            let p = F32Packed::from_f32(&w, rows, cols).unwrap();
+            assert!(same_bits(&p.to_f32(), &w));
+            for isa in Isa::all_available() {
+                for threads in [1, 2] {
+                    let got = p.matmul_nt_with(&x, m, isa, threads).unwrap();
+                    assert_near_exact(&got, &x, &w, (m, rows, cols), (f64::from, f64::from));
+                    if m < 4 {
+                        continue;
+                    }
+                    let want = kernels::product(
+                        &x,
+                        m,
+                        kernels::Product::NtF32 { w: &w, rows, cols },
+                        isa,
+                        threads,
+                    )
+                    .unwrap();
+                    assert!(
+                        same_bits(&got, &want),
+                        "[{m}, {rows}, {cols}] {isa:?} {threads} threads"
+                    );
+                }
+            }
+        }
+        let e = F32Packed::from_f32(&[1.0, f32::INFINITY], 1, 2).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { index: 1, .. }), "{e}");
+        let p = F32Packed::from_f32(&[0.5; 6], 2, 3).unwrap();
+        let e = p.matmul_nt(&[1.0; 5], 2).unwrap_err();
+        assert!(e.to_string().contains("input x"), "{e}");
     }
 
     /// The packed values are the inputs rounded to nearest even (ties included),
