@@ -326,8 +326,11 @@ pub fn evaluate_on<B: Backend>(
     // Model.
     let t0 = Instant::now();
     progress.start(Stage::Load, 1);
+    // Inference only: dense projections packed once for the CPU kernels, unless an
+    // adapter will wrap them (it needs a dense base).
     let opts = LoadOptions {
         load_in_4bit: cfg.load_in_4bit,
+        pack: cfg.adapter.is_none(),
         ..Default::default()
     };
     let p = load_pretrained_with::<B>(&cfg.model, device, opts)?;
