@@ -305,6 +305,12 @@ fn blocked_products_match_f64_across_block_edges() {
         // two depth blocks, a part micro-panel, and a part panel.
         (150, 16, 600),
         (9, 5, 300),
+        // Few rows against a weight of whole 16-column panels (a LoRA gradient, `dB =
+        // tᵀ · dU`): AVX-512 reads `[in, out]` weights in place, across depth blocks
+        // (600) and 1024-column blocks (2048).
+        (16, 1536, 150),
+        (16, 576, 600),
+        (20, 2048, 64),
         // Fewer than four rows: row dot products, or for `[in, out]` weights columns
         // streamed per thread (1100 × 300 splits over three threads, 2100 × 70 ends
         // in a part 16-column chunk).

@@ -177,6 +177,10 @@ pub(super) fn shares(
     }
 }
 
+/// Rows of `x` (per thread) up to which an f32 `W` `[cols, n]` is read in place rather
+/// than packed (see `columns`).
+const KN_IN_PLACE_MAX_M: usize = 24;
+
 /// Rows of `x` up to which [`gemm_in_place`] runs a product over prepacked panels
 /// (a decoding step's GEMVs): packing `x` and sharing it out would cost more.
 pub(crate) const IN_PLACE_MAX_M: usize = MR;
@@ -339,6 +343,15 @@ fn columns(
     let nb_max = NB.min((c1 - c0).next_multiple_of(NR));
     let (pack_len, apack_len) = (KB * nb_max, MB.next_multiple_of(MR) * KB);
     let scratch_len = (NR * KB).max(NB);
+    // Few rows of `x` against `W` `[cols, n]` (a LoRA gradient: 16 rows against a
+    // micro-batch's activations): each value of `W` would be packed for 16 uses, so the
+    // AVX-512 micro-kernel reads `W`'s rows in place instead (whole panels only).
+    let kn_in_place = match src {
+        WeightSource::F32Kn { n, .. } => {
+            isa == Isa::Avx512 && m - r0 <= KN_IN_PLACE_MAX_M && n.is_multiple_of(NR)
+        }
+        _ => false,
+    };
     BUFFERS.with_borrow_mut(|buf| {
         // The packing below writes every value the micro-kernel then reads
         // (padding included), so what an earlier call left here is never read.
@@ -352,19 +365,21 @@ fn columns(
             let nb = nb_max.min(c1 - j0);
             for k0 in (0..cols).step_by(kstep) {
                 let kc = kstep.min(cols - k0);
-                // The block's panels, `pstride` apart: packed here, or in place.
-                let (pack, pstride): (&[f32], usize) = match src {
+                // The block's panels, `pstride` apart with rows `ldb` apart: packed
+                // here, or read in place.
+                let (pack, pstride, ldb): (&[f32], usize, usize) = match src {
                     WeightSource::F32Panels(w) => {
-                        (&w.values[(j0 / NR * cols + k0) * NR..], cols * NR)
+                        (&w.values[(j0 / NR * cols + k0) * NR..], cols * NR, NR)
                     }
+                    WeightSource::F32Kn { w, n } if kn_in_place => (&w[k0 * n + j0..], NR, *n),
                     _ => {
                         pack_block(isa, src, j0, nb, k0, kc, pack, scratch);
-                        (&pack[..], KB * NR)
+                        (&pack[..], KB * NR, NR)
                     }
                 };
                 // One panel wide, unshared `x`: the micro-kernel reads `x` unpacked.
                 #[cfg(target_arch = "x86_64")]
-                if isa == Isa::Avx512 && nb <= NR && xp.is_none() {
+                if isa == Isa::Avx512 && nb <= NR && xp.is_none() && ldb == NR {
                     let panel = &pack[..kc * NR];
                     for i in (r0..m).step_by(MR) {
                         let mr = MR.min(m - i);
@@ -400,15 +415,15 @@ fn columns(
                     let step = if isa == Isa::Avx512 { 2 } else { 1 };
                     for p in (0..nb.div_ceil(NR)).step_by(step) {
                         let nc = (step * NR).min(nb - p * NR);
-                        let panel =
-                            &pack[p * pstride..(p * pstride + (nc - 1) / NR * pstride + kc * NR)];
+                        let end = p * pstride + (nc - 1) / NR * pstride + (kc - 1) * ldb + NR;
+                        let panel = &pack[p * pstride..end];
                         for (q, i) in (i0..i1).step_by(MR).enumerate() {
                             let mr = MR.min(i1 - i);
                             let a = &a_all[q * stride..q * stride + kc * MR];
                             // SAFETY: rows `i..i + mr`, columns `j0 + p·NR ..+ nc` of `y`
                             // lie inside `y` (`m × rows`) and belong to this thread.
                             let c = unsafe { out.0.add(i * rows + j0 + p * NR) };
-                            micro(isa, mr, a, panel, pstride, kc, c, rows, nc, k0 > 0);
+                            micro(isa, mr, a, panel, (pstride, ldb), kc, c, rows, nc, k0 > 0);
                         }
                     }
                 }
@@ -483,14 +498,15 @@ fn micro(
     mr: usize,
     a: &[f32],
     panel: &[f32],
-    stride: usize,
+    (stride, ldb): (usize, usize),
     kc: usize,
     c: *mut f32,
     ldc: usize,
     nc: usize,
     accumulate: bool,
 ) {
-    debug_assert!(panel.len() >= (nc - 1) / NR * stride + kc * NR && a.len() >= kc * MR);
+    debug_assert!(panel.len() >= (nc - 1) / NR * stride + (kc - 1) * ldb + NR);
+    debug_assert!(a.len() >= kc * MR && (ldb == NR || isa == Isa::Avx512));
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => super::x86::micro_6x32(
@@ -498,6 +514,7 @@ fn micro(
             a.as_ptr(),
             panel.as_ptr(),
             stride,
+            ldb,
             kc,
             c,
             ldc,
@@ -514,7 +531,7 @@ fn micro(
                     let mut acc = 0f32;
                     let b = &panel[j / NR * stride + j % NR..];
                     for k in 0..kc {
-                        acc += a[k * MR + i] * b[k * NR];
+                        acc += a[k * MR + i] * b[k * ldb];
                     }
                     // SAFETY: as in `columns`.
                     unsafe {

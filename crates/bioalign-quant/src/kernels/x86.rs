@@ -626,9 +626,9 @@ unsafe fn micro<const MR: usize>(
 }
 
 /// The `mr × 32` AVX-512 micro-kernel (`mr ≤ 6`) of the blocked product over two
-/// adjacent 16-column panels, `b` and `b + stride`: `c[i][j] (+)= Σ_k a[k·6 + i] ·
-/// panel[j / 16][k·16 + j % 16]` for `j < nc` (`nc ≤ 32`; the second panel is read only
-/// when `nc > 16`). Twelve 16-wide accumulators cover the FMA latency of two 512-bit
+/// adjacent 16-column panels, `b` and `b + stride`, whose rows are `ldb` apart (16 when
+/// packed): `c[i][j] (+)= Σ_k a[k·6 + i] · panel[j / 16][k·ldb + j % 16]` for `j < nc`
+/// (`nc ≤ 32`; the second panel is read only when `nc > 16`). Twelve 16-wide accumulators cover the FMA latency of two 512-bit
 /// FMA units, and each broadcast of `x` feeds two FMAs.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn micro_6x32(
@@ -636,6 +636,7 @@ pub(super) fn micro_6x32(
     a: *const f32,
     b: *const f32,
     stride: usize,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -644,13 +645,17 @@ pub(super) fn micro_6x32(
 ) {
     debug_assert!(nc <= 32);
     // SAFETY: AVX-512F was detected by the caller; the caller checked that `a`
-    // holds `kc × 6` values, `b` `kc × 16` values (and `b + stride` as many when
-    // `nc > 16`), and that `c` addresses `mr` rows of `nc` writable values `ldc` apart.
+    // holds `kc × 6` values, `b` `kc` rows of 16 values `ldb` apart (and `b + stride`
+    // as many when `nc > 16`), and that `c` addresses `mr` rows of `nc` writable
+    // values `ldc` apart.
     unsafe {
         if nc <= 16 {
-            by_rows!(mr, micro512x1(a, b, kc, c, ldc, nc, accumulate))
+            by_rows!(mr, micro512x1(a, b, ldb, kc, c, ldc, nc, accumulate))
         } else {
-            by_rows!(mr, micro512x2(a, b, stride, kc, c, ldc, nc, accumulate))
+            by_rows!(
+                mr,
+                micro512x2(a, b, stride, ldb, kc, c, ldc, nc, accumulate)
+            )
         }
     }
 }
@@ -662,6 +667,7 @@ pub(super) fn micro_6x32(
 unsafe fn micro512x1<const MR: usize>(
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -669,7 +675,7 @@ unsafe fn micro512x1<const MR: usize>(
     accumulate: bool,
 ) {
     // SAFETY: bounds as stated by `micro_6x32`'s caller.
-    unsafe { one_panel::<MR>(|k, r| *a.add(k * 6 + r), b, kc, c, ldc, nc, accumulate) }
+    unsafe { one_panel::<MR>(|k, r| *a.add(k * 6 + r), b, ldb, kc, c, ldc, nc, accumulate) }
 }
 
 /// [`micro_6x32`]'s one-panel case (`nc ≤ 16`) on `mr` rows of `x` read where they lie
@@ -710,7 +716,7 @@ unsafe fn micro512x1_rows<const MR: usize>(
     // SAFETY: bounds as stated by `micro_rows_x16`'s caller.
     unsafe {
         let rows: [*const f32; MR] = core::array::from_fn(|r| a.add(r * lda));
-        one_panel::<MR>(|k, r| *rows[r].add(k), b, kc, c, ldc, nc, accumulate)
+        one_panel::<MR>(|k, r| *rows[r].add(k), b, 16, kc, c, ldc, nc, accumulate)
     }
 }
 
@@ -719,12 +725,14 @@ unsafe fn micro512x1_rows<const MR: usize>(
 ///
 /// # Safety
 /// AVX-512F is available; `a(k, r)` may be read for `k < kc`, `r < MR`; `b` holds
-/// `kc × 16` values; `c` addresses `MR` rows of `nc` writable values `ldc` apart.
+/// `kc` rows of 16 values `ldb` apart; `c` addresses `MR` rows of `nc` writable values
+/// `ldc` apart.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn one_panel<const MR: usize>(
     a: impl Fn(usize, usize) -> f32,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -735,7 +743,7 @@ unsafe fn one_panel<const MR: usize>(
     unsafe {
         let mut acc = [_mm512_setzero_ps(); MR];
         for k in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(k * 16));
+            let b0 = _mm512_loadu_ps(b.add(k * ldb));
             for r in 0..MR {
                 acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a(k, r)), b0, acc[r]);
             }
@@ -777,6 +785,7 @@ unsafe fn micro512x2<const MR: usize>(
     a: *const f32,
     b: *const f32,
     stride: usize,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -796,8 +805,8 @@ unsafe fn micro512x2<const MR: usize>(
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
             let ak = a.add(k * 6);
-            let b0 = _mm512_loadu_ps(b.add(k * 16));
-            let b1 = _mm512_loadu_ps(b1p.add(k * 16));
+            let b0 = _mm512_loadu_ps(b.add(k * ldb));
+            let b1 = _mm512_loadu_ps(b1p.add(k * ldb));
             for r in 0..MR {
                 let av = _mm512_set1_ps(*ak.add(r));
                 acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
