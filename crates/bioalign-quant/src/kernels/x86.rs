@@ -663,7 +663,7 @@ pub(super) fn micro_6x32(
 /// One panel of [`micro_6x32`] (`nc ≤ 16`): a rank-16 LoRA product's whole width, or
 /// a weight's last panel. Run through the two-panel kernel, it did the work twice.
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn micro512x1<const MR: usize>(
     a: *const f32,
     b: *const f32,
