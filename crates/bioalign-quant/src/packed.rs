@@ -342,14 +342,44 @@ mod tests {
         }
     }
 
-    /// The f32 product over the packed panels is the f32 blocked kernel's product with
-    /// the weight's bf16 values, bit for bit, for every instruction set and thread
-    /// count (from 4 rows; fewer rows of an f32 weight run as row dot products, in
-    /// another order), and within f32 rounding of the exact sum with those values
-    /// for every row count: `x` keeps its precision.
+    /// `product` (an f32 product over packed values `wv`) lies within f32 rounding of
+    /// the exact sums with `wv` for every instruction set and thread count, and from 4
+    /// rows is the f32 blocked kernel's product with `wv` given as a matrix, bit for
+    /// bit (fewer rows of a matrix run as row dot products, in another order).
+    fn check_f32_product(
+        (m, rows, cols): (usize, usize, usize),
+        x: &[f32],
+        wv: &[f32],
+        product: impl Fn(Isa, usize) -> Vec<f32>,
+    ) {
+        for isa in Isa::all_available() {
+            for threads in [1, 2] {
+                let got = product(isa, threads);
+                assert_near_exact(&got, x, wv, (m, rows, cols), (f64::from, f64::from));
+                if m < 4 {
+                    continue;
+                }
+                let want = kernels::product(
+                    x,
+                    m,
+                    kernels::Product::NtF32 { w: wv, rows, cols },
+                    isa,
+                    threads,
+                )
+                .unwrap();
+                assert!(
+                    same_bits(&got, &want),
+                    "[{m}, {rows}, {cols}] {isa:?} {threads} threads"
+                );
+            }
+        }
+    }
+
+    /// The f32 product over bf16 panels is the f32 product with the weight's bf16
+    /// values (`x` keeps its precision), and those are the weight rounded to bf16.
     #[test]
     fn f32_products_equal_the_f32_kernel_on_the_bf16_values() {
-        for (m, rows, cols) in [
+        for shape @ (m, rows, cols) in [
             (1, 16, 32),
             (2, 17, 33),
             (3, 40, 64),
@@ -363,37 +393,19 @@ mod tests {
             let x = values(m * cols, 9 + rows as u64);
             let p = Bf16Packed::from_f32(&w, rows, cols).unwrap();
             let wv = p.to_f32();
-            for isa in Isa::all_available() {
-                for threads in [1, 2] {
-                    let got = p.matmul_nt_with(&x, m, isa, threads).unwrap();
-                    assert_near_exact(&got, &x, &w, (m, rows, cols), (f64::from, bf));
-                    if m < 4 {
-                        continue;
-                    }
-                    let want = kernels::product(
-                        &x,
-                        m,
-                        kernels::Product::NtF32 { w: &wv, rows, cols },
-                        isa,
-                        threads,
-                    )
-                    .unwrap();
-                    assert!(
-                        same_bits(&got, &want),
-                        "[{m}, {rows}, {cols}] {isa:?} {threads} threads"
-                    );
-                }
-            }
+            assert!(wv.iter().zip(&w).all(|(&a, &b)| f64::from(a) == bf(b)));
+            check_f32_product(shape, &x, &wv, |isa, t| {
+                p.matmul_nt_with(&x, m, isa, t).unwrap()
+            });
         }
     }
 
-    /// An f32 weight packed in the kernel's panels gives the product of the weight as a
-    /// matrix: bit for bit from 4 rows (both run the blocked kernel, whose sums do not
-    /// depend on where the panels come from), within f32 rounding of the exact sums
-    /// for fewer (the matrix then runs as row dot products); and it unpacks to itself.
+    /// An f32 weight packed in the kernel's panels unpacks to itself and gives the
+    /// product of the weight as a matrix (bit for bit from 4 rows: both run the
+    /// blocked kernel, whose sums do not depend on where the panels come from).
     #[test]
     fn f32_panels_give_the_matrix_product() {
-        for (m, rows, cols) in [
+        for shape @ (m, rows, cols) in [
             (1, 16, 32),
             (2, 17, 33),
             (4, 33, 601),
@@ -405,27 +417,9 @@ mod tests {
             let x = values(m * cols, 5 + rows as u64);
             let p = F32Packed::from_f32(&w, rows, cols).unwrap();
             assert!(same_bits(&p.to_f32(), &w));
-            for isa in Isa::all_available() {
-                for threads in [1, 2] {
-                    let got = p.matmul_nt_with(&x, m, isa, threads).unwrap();
-                    assert_near_exact(&got, &x, &w, (m, rows, cols), (f64::from, f64::from));
-                    if m < 4 {
-                        continue;
-                    }
-                    let want = kernels::product(
-                        &x,
-                        m,
-                        kernels::Product::NtF32 { w: &w, rows, cols },
-                        isa,
-                        threads,
-                    )
-                    .unwrap();
-                    assert!(
-                        same_bits(&got, &want),
-                        "[{m}, {rows}, {cols}] {isa:?} {threads} threads"
-                    );
-                }
-            }
+            check_f32_product(shape, &x, &w, |isa, t| {
+                p.matmul_nt_with(&x, m, isa, t).unwrap()
+            });
         }
         let e = F32Packed::from_f32(&[1.0, f32::INFINITY], 1, 2).unwrap_err();
         assert!(matches!(e, Error::NonFinite { index: 1, .. }), "{e}");
