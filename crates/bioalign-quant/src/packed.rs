@@ -15,7 +15,7 @@
 //!   multiply-adds per instruction.
 
 use crate::kernels::bf16_gemm::{self, NR, Panels};
-use crate::kernels::blocked::F32Panels;
+use crate::kernels::blocked::{self, F32Panels};
 use crate::kernels::{self, Isa, WeightSource};
 use crate::{Error, Result};
 
@@ -34,15 +34,9 @@ impl F32Packed {
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
         check_weight(w, rows, cols, "f32")?;
         let mut values = vec![0f32; rows.div_ceil(NR) * cols * NR];
-        if cols > 0 {
-            kernels::par_chunks_mut(&mut values, cols * NR, |p, panel| {
-                for (j, row) in w[p * NR * cols..].chunks(cols).take(NR).enumerate() {
-                    for (k, &v) in row.iter().enumerate() {
-                        panel[k * NR + j] = v;
-                    }
-                }
-            });
-        }
+        blocked::fill_panels(&mut values, rows, cols, |r, row| {
+            row.copy_from_slice(&w[r * cols..(r + 1) * cols])
+        });
         Ok(F32Packed { values, rows, cols })
     }
 
@@ -70,13 +64,8 @@ impl F32Packed {
 
     /// The weight, `[rows, cols]` row-major.
     pub fn to_f32(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.rows * self.cols];
-        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
-            for (k, v) in row.iter_mut().enumerate() {
-                *v = self.values[(r / NR * self.cols + k) * NR + r % NR];
-            }
-        }
-        out
+        let p = self.panels();
+        unpanel(self.rows, self.cols, |r, k| p.value(r, k))
     }
 
     /// `x · Wᵀ`: `x` `[m, cols]` to `[m, rows]` (large outputs come from
@@ -106,6 +95,17 @@ impl std::fmt::Debug for F32Packed {
             .field("cols", &self.cols)
             .finish_non_exhaustive()
     }
+}
+
+/// A packed weight's values as `[rows, cols]` row-major, `value(r, k)` each.
+fn unpanel(rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for (r, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = value(r, k);
+        }
+    }
+    out
 }
 
 /// `w` holds `rows × cols` finite values.
@@ -170,25 +170,10 @@ impl Bf16Packed {
         4 * self.words.len()
     }
 
-    /// Whether this CPU runs [`Self::matmul_nt_dot`]'s AVX-512 BF16 kernel; without
-    /// it the portable kernel gives the same values, much more slowly.
-    pub fn accelerated() -> bool {
-        bf16_gemm::fast(Isa::detect())
-    }
-
     /// The weight's bf16 values as f32, `[rows, cols]` row-major.
     pub fn to_f32(&self) -> Vec<f32> {
-        let pairs = self.cols.div_ceil(2);
-        let mut out = vec![0f32; self.rows * self.cols];
-        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
-            let panel = &self.words[r / NR * pairs * NR..];
-            for (k, v) in row.iter_mut().enumerate() {
-                let word = panel[k / 2 * NR + r % NR];
-                let bits = if k % 2 == 0 { word } else { word >> 16 };
-                *v = bf16_gemm::from_bf16(bits as u16);
-            }
-        }
-        out
+        let p = self.panels();
+        unpanel(self.rows, self.cols, |r, k| p.value(r, k))
     }
 
     /// `x · Wᵀ`: `x` `[m, cols]` to `[m, rows]` in f32: the bf16 weight values are
@@ -276,7 +261,7 @@ mod tests {
     }
 
     fn bf(v: f32) -> f64 {
-        f64::from(bf16_gemm::from_bf16(bf16_gemm::to_bf16(v)))
+        f64::from(f32::from_bits(u32::from(bf16_gemm::to_bf16(v)) << 16))
     }
 
     /// `got` (`[m, rows]`) lies within f32 rounding of the exact sums `Σ_k xq(x[i][k]) ·

@@ -108,12 +108,6 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
     super::f32_to_bf16_rne(flush(v))
 }
 
-/// The f32 value of bf16 bits.
-#[inline]
-pub(crate) fn from_bf16(b: u16) -> f32 {
-    f32::from_bits(u32::from(b) << 16)
-}
-
 /// `out[p] = bf16(src[2p]) | bf16(src[2p + 1]) << 16`, zero past the end of `src`.
 pub(crate) fn pairs_into(fast: bool, src: &[f32], out: &mut [u32]) {
     let mut done = 0;
@@ -137,19 +131,8 @@ pub(crate) fn pack_weight(isa: Isa, w: &[f32], rows: usize, cols: usize, out: &m
     if pairs == 0 {
         return;
     }
-    par_chunks_mut(out, pairs * NR, |p, panel| {
-        let mut row = vec![0u32; pairs];
-        for j in 0..NR {
-            let r = p * NR + j;
-            if r < rows {
-                pairs_into(fast, &w[r * cols..(r + 1) * cols], &mut row);
-            } else {
-                row.iter_mut().for_each(|v| *v = 0);
-            }
-            for (k, &v) in row.iter().enumerate() {
-                panel[k * NR + j] = v;
-            }
-        }
+    super::blocked::fill_panels(out, rows, pairs, |r, row| {
+        pairs_into(fast, &w[r * cols..(r + 1) * cols], row)
     });
 }
 

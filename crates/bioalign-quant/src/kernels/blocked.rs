@@ -53,6 +53,34 @@ impl F32Panels<'_> {
     }
 }
 
+/// Lays a matrix of `rows` rows, each `width` values made by `row(r, buf)`, out in
+/// panels of [`NR`] rows, `out[p][k][j]` (`width · 16` values per panel, zero past the
+/// last row), panels in parallel: the layout of [`F32Panels`] and of the bf16 panels.
+pub(crate) fn fill_panels<T: Copy + Default + Send>(
+    out: &mut [T],
+    rows: usize,
+    width: usize,
+    row: impl Fn(usize, &mut [T]) + Sync,
+) {
+    if width == 0 {
+        return;
+    }
+    super::par_chunks_mut(out, width * NR, |p, panel| {
+        let mut buf = vec![T::default(); width];
+        for j in 0..NR {
+            let r = p * NR + j;
+            if r < rows {
+                row(r, &mut buf);
+            } else {
+                buf.fill(T::default());
+            }
+            for (k, &v) in buf.iter().enumerate() {
+                panel[k * NR + j] = v;
+            }
+        }
+    });
+}
+
 /// The output, shared by the threads; each writes only its own columns or rows.
 pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: threads write disjoint elements (their own column or row ranges) and the
