@@ -214,3 +214,77 @@ fn device_backward_matches_the_cpu_layer() {
     )));
     assert_product_close(&direct, &want, &scale, "nf4_matmul_grad");
 }
+
+/// The fused few-row product (`cube::fused_matmul`, the GEMV of a generation step) reads
+/// the packed codes without an f32 weight and equals `x · dequant(W)ᵀ` summed in f64 on
+/// the host, to f32 summation rounding (it multiplies in f32: no TF32 staging), for
+/// 1-4 rows, every block size class, both code books, feature counts that leave a cube
+/// part-filled and rows shorter than the lanes that stride over them.
+#[test]
+fn fused_few_row_product_matches_the_dequantized_product() {
+    use bioalign_quant::cube::{CubeNf4, FUSED_MAX_ROWS, fusable, fused_matmul};
+    let device = Default::default();
+    // 2600 columns: one whole chunk of `x` in shared memory and a partial one.
+    let cases: [(usize, usize, usize, QuantType); 7] = [
+        (1, 8, 32, QuantType::Nf4),
+        (5, 2600, 64, QuantType::Nf4),
+        (13, 200, 64, QuantType::Nf4),
+        (96, 576, 64, QuantType::Nf4),
+        (7, 1024, 256, QuantType::Fp4),
+        (33, 4096, 4096, QuantType::Nf4),
+        (1537, 64, 128, QuantType::Nf4),
+    ];
+    for (seed, &(rows, cols, bs, qt)) in cases.iter().enumerate() {
+        let w = random(rows * cols, 40 + seed as u64);
+        let opts = QuantizeOptions {
+            quant_type: qt,
+            blocksize: BlockSize::new(bs).unwrap(),
+            double_quant: true,
+        };
+        let p = packed(&w, rows, cols, opts);
+        let wd = cpu_dequant(&p);
+        for m in 1..=FUSED_MAX_ROWS {
+            let xv = random(m * cols, 90 + m as u64);
+            let xg = Tensor::<Gpu, 2>::from_data(TensorData::new(xv.clone(), [m, cols]), &device);
+            let prim = xg.into_primitive().tensor();
+            assert!(fusable(&prim, &p), "{rows}x{cols} m={m}: not fused");
+            let got = vec_of(Tensor::<Gpu, 2>::from_primitive(TensorPrimitive::Float(
+                fused_matmul(prim.clone(), &p),
+            )));
+            let scale = abs_products(&xv, &wd, m, rows, cols);
+            for i in 0..m {
+                for j in 0..rows {
+                    let want: f64 = (0..cols)
+                        .map(|k| xv[i * cols + k] as f64 * wd[j * cols + k] as f64)
+                        .sum();
+                    let g = got[i * rows + j];
+                    let tol = 1e-5 * scale[i * rows + j] + 1e-6;
+                    assert!(
+                        (g as f64 - want).abs() <= tol as f64,
+                        "{rows}x{cols} block {bs} {qt:?} m={m} [{i}, {j}]: {g} vs {want}"
+                    );
+                }
+            }
+            // The dequantize-then-matmul path of larger batches agrees on the same rows.
+            let unfused = vec_of(Tensor::<Gpu, 2>::from_primitive(TensorPrimitive::Float(
+                <Gpu as CubeNf4>::nf4_matmul_dequantized(prim, &p),
+            )));
+            // Both sum in f32 (the matmul possibly with TF32 operands): each within
+            // 1e-5 of `Σ|x||w|` of the exact value.
+            for (i, ((u, g), s)) in unfused.iter().zip(&got).zip(&scale).enumerate() {
+                let tol = (2e-5 + OPERAND_ROUNDING) * s + 1e-6;
+                assert!(
+                    (u - g).abs() <= tol,
+                    "{rows}x{cols} m={m} dequantized_matmul[{i}]: {u} vs fused {g}"
+                );
+            }
+        }
+    }
+    // Past the fused path: more rows, or rows that are not whole 8-value words.
+    let p = packed(&random(24 * 64, 5), 24, 64, QuantizeOptions::default());
+    let x = Tensor::<Gpu, 2>::zeros([FUSED_MAX_ROWS + 1, 64], &device);
+    assert!(!fusable(&x.into_primitive().tensor(), &p));
+    let p = packed(&random(3 * 60, 6), 3, 60, QuantizeOptions::default());
+    let x = Tensor::<Gpu, 2>::zeros([1, 60], &device);
+    assert!(!fusable(&x.into_primitive().tensor(), &p));
+}
