@@ -5,14 +5,16 @@
 # 1. bioalign-quant's CubeCL tests (tests/cube.rs) and bioalign-models' device tests
 #    (tests/device.rs: tiny Llama / Mistral / Phi-3 against transformers, NF4 against the CPU)
 #    on burn-cuda;
-# 2. models_bench on burn-cuda beside transformers on the same GPU, on SmolLM2-135M-shaped
+# 2. quant_device_bench: NF4 dequantization and products on the GPU beside f32 ones
+#    (ours and torch's, scripts/bench/quant_torch_device.py);
+# 2b. models_bench on burn-cuda beside transformers on the same GPU, on SmolLM2-135M-shaped
 #    random weights (the real file is larger than what travels to that machine);
 # 3. evaluate on the CPU and on CUDA (same rows, same model), compared row by row;
 # 4. finetune on CUDA (dense and NF4 base) beside PyTorch + PEFT on the same GPU;
 # 5. reproduce end to end on CUDA (data preparation from the CTD file, base evaluation,
 #    two QLoRA fine-tunings, fine-tuned evaluation, report) on a small configuration.
 # Every step has its own time limit, so one hang does not eat the machine's time.
-# STEPS="tests bench evaluate finetune reproduce" picks parts (default: all).
+# STEPS="tests quant bench evaluate finetune reproduce" picks parts (default: all).
 set -uo pipefail
 OUT=${OUT:-/tmp/cuda-checks}
 mkdir -p "$OUT"
@@ -49,6 +51,12 @@ step "bioalign-quant tests/cube.rs on burn-cuda"
 lim 120 $BIN/cube --test-threads 1 --nocapture
 step "bioalign-models tests/device.rs on burn-cuda"
 lim 180 $BIN/models_device --test-threads 1 --nocapture
+fi
+
+if want quant; then
+step "quant_device_bench on burn-cuda, then torch's f32 products on the same GPU"
+lim 120 $BIN/quant_device_bench --device cuda --repeats 50
+lim 60 python3 scripts/bench/quant_torch_device.py --repeats 50
 fi
 
 step "SmolLM2-135M-shaped random weights"

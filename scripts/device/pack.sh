@@ -18,7 +18,8 @@ for line in sys.stdin:
         print(m["package_id"].split("#")[0].rsplit("/", 1)[-1], m["target"]["name"], m["executable"])
 ' >/tmp/devbin.list
 cargo build --release --features cuda -p bioalign-examples \
-  --example models_bench --example finetune --example evaluate --example reproduce
+  --example models_bench --example finetune --example evaluate --example reproduce \
+  --example quant_device_bench
 rm -rf .devbin .devdata
 mkdir -p .devbin .devdata/smollm2-config
 pack() { strip -o "/tmp/$2" "$1" && xz -T0 -6 -c "/tmp/$2" >".devbin/$2.xz" && rm "/tmp/$2"; }
@@ -28,7 +29,7 @@ while read -r pkg name exe; do
     *models*:device) pack "$exe" models_device ;;
   esac
 done </tmp/devbin.list
-for e in models_bench finetune evaluate reproduce; do pack "$TARGET/release/examples/$e" "$e"; done
+for e in models_bench finetune evaluate reproduce quant_device_bench; do pack "$TARGET/release/examples/$e" "$e"; done
 for f in config.json tokenizer.json tokenizer_config.json generation_config.json; do
   cp "$HF_DIR/$f" .devdata/smollm2-config/
 done
