@@ -76,19 +76,20 @@ const GEMV_X_CHUNK: usize = 2048;
 ///
 /// A cube holds [`GEMV_FEATURES`] output features of one row `r` (`CUBE_POS_Y`), each
 /// feature worked by [`GEMV_LANES`] threads (`UNIT_POS_X`) that stride over its packed
-/// words (8 values each, one block scale per word since `blocksize` is a multiple of
-/// 8); every word's 8 products are summed before its scale multiplies them, and a
-/// shared-memory sum over the lanes ends each feature. `cols % 8 == 0` (whole words
-/// per row).
+/// words `N` at a time (`N` = 4 when rows are whole 32-value groups: one 16-byte load
+/// per thread and step, else 1). A step's `8N` values share one block scale (`blocksize`
+/// is at least 32, and the step starts on a multiple of `8N` in the flattened weight):
+/// their products are summed before the scale multiplies them, and a shared-memory
+/// sum over the lanes ends each feature. `cols % (8N) == 0`.
 ///
 /// `x` is staged in shared memory [`GEMV_X_CHUNK`] columns at a time, one float of
-/// padding after every 32 (column `k` at `k + k / 32`): lane `l` reads columns `8l + j`,
-/// which the padding spreads over 32 distinct banks. Read from global memory at that
-/// stride, each of a warp's loads of `x` touched 8 cache lines.
+/// padding after every 32 (column `k` at `k + k / 32`): lane `l` reads columns
+/// `8Nl + j`, which the padding spreads over 32 distinct banks. Read from global memory
+/// at that stride, each of a warp's loads of `x` touched 8 cache lines or more.
 #[cube(launch)]
-fn gemv_nf4_kernel(
+fn gemv_nf4_kernel<N: Size>(
     x: &Array<f32>,
-    packed: &Array<u32>,
+    packed: &Array<Vector<u32, N>>,
     absmax: &Array<f32>,
     code: &Array<f32>,
     out: &mut Array<f32>,
@@ -128,25 +129,32 @@ fn gemv_nf4_kernel(
         }
         sync_cube();
         if feature < rows {
-            let word0 = row_word + start / 8;
-            let mut w = lane;
-            while w < len / 8 {
-                let bits = packed[word0 + w];
-                let k = w * 8;
-                let scale = absmax[(feature * cols + start + k) / blocksize];
-                // The word's 8 columns share one padding offset (k is a multiple of 8).
-                let p = k + k / 32;
+            let step = 8 * N::value();
+            let first = (row_word + start / 8) / N::value();
+            let mut v = lane;
+            while v < len / step {
+                let words = packed[first + v];
+                let k0 = v * step;
+                let scale = absmax[(feature * cols + start + k0) / blocksize];
                 let mut s = 0.0f32;
                 #[unroll]
-                for b in 0..4u32 {
-                    // Little-endian word: byte b sits at bits 8b..8b + 8, its high nibble first.
-                    let byte = (bits >> (8 * b)) & 0xFF;
-                    let i = p + 2 * b as usize;
-                    s += lut[(byte >> 4) as usize] * xs[i];
-                    s += lut[(byte & 0xF) as usize] * xs[i + 1];
+                for j in 0..N::value() {
+                    let bits = words[j];
+                    // A word's 8 columns share one padding offset (k is a multiple of 8).
+                    let k = k0 + 8 * j;
+                    let p = k + k / 32;
+                    #[unroll]
+                    for b in 0..4u32 {
+                        // Little-endian word: byte b sits at bits 8b..8b + 8, its high
+                        // nibble first.
+                        let byte = (bits >> (8 * b)) & 0xFF;
+                        let i = p + 2 * b as usize;
+                        s += lut[(byte >> 4) as usize] * xs[i];
+                        s += lut[(byte & 0xF) as usize] * xs[i + 1];
+                    }
                 }
                 acc += s * scale;
-                w += lanes;
+                v += lanes;
             }
         }
         start += chunk;
@@ -292,6 +300,9 @@ pub fn fused_matmul<R: CubeRuntime>(x: CubeTensor<R>, w: &Nf4Packed) -> CubeTens
     let out = client.empty(m * rows * std::mem::size_of::<f32>());
     if m > 0 && rows > 0 {
         let cubes = (rows as u32).div_ceil(GEMV_FEATURES);
+        // Four packed words (32 values, 16 bytes) per thread and step where every row
+        // holds whole groups of 32 (each row's words then start on a multiple of 4).
+        let width = if cols.is_multiple_of(32) { 4 } else { 1 };
         // SAFETY: each handle was created with exactly the length passed here; `x` is
         // contiguous `[m, cols]`.
         unsafe {
@@ -299,6 +310,7 @@ pub fn fused_matmul<R: CubeRuntime>(x: CubeTensor<R>, w: &Nf4Packed) -> CubeTens
                 &client,
                 CubeCount::Static(cubes, m as u32, 1),
                 CubeDim::new_2d(GEMV_LANES, GEMV_FEATURES),
+                width,
                 ArrayArg::from_raw_parts(x.handle.clone(), m * cols),
                 ArrayArg::from_raw_parts(dw.packed.clone(), dw.words),
                 ArrayArg::from_raw_parts(dw.absmax.clone(), w.absmax().len()),

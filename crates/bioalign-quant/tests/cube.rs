@@ -219,15 +219,18 @@ fn device_backward_matches_the_cpu_layer() {
 /// the packed codes without an f32 weight and equals `x · dequant(W)ᵀ` summed in f64 on
 /// the host, to f32 summation rounding (it multiplies in f32: no TF32 staging), for
 /// 1-4 rows, every block size class, both code books, feature counts that leave a cube
-/// part-filled and rows shorter than the lanes that stride over them.
+/// part-filled, rows shorter than the lanes that stride over them, and rows read one
+/// packed word or four at a time.
 #[test]
 fn fused_few_row_product_matches_the_dequantized_product() {
     use bioalign_quant::cube::{CubeNf4, FUSED_MAX_ROWS, fusable, fused_matmul};
     let device = Default::default();
-    // 2600 columns: one whole chunk of `x` in shared memory and a partial one.
-    let cases: [(usize, usize, usize, QuantType); 7] = [
+    // Rows of whole 32-value groups take 4 packed words per step, others one; 2600 and
+    // 2112 columns: one whole chunk of `x` in shared memory and a partial one.
+    let cases: [(usize, usize, usize, QuantType); 8] = [
         (1, 8, 32, QuantType::Nf4),
         (5, 2600, 64, QuantType::Nf4),
+        (3, 2112, 32, QuantType::Nf4),
         (13, 200, 64, QuantType::Nf4),
         (96, 576, 64, QuantType::Nf4),
         (7, 1024, 256, QuantType::Fp4),
