@@ -67,6 +67,7 @@ mod bench {
     use bioalign_quant::cube::CubeNf4;
     use bioalign_quant::{Nf4Packed, QuantizeOptions, Quantized4bit, SourceDtype};
     use burn::tensor::{ElementConversion, Tensor, TensorData, TensorPrimitive};
+    use rand::{Rng, SeedableRng};
 
     /// `(name, out, in)` of the benchmarked layers.
     const SHAPES: [(&str, usize, usize); 5] = [
@@ -96,19 +97,10 @@ mod bench {
         Ok(t.elapsed().as_secs_f64() / repeats.max(1) as f64)
     }
 
-    /// Uniform values in [-1, 1) from a fixed SplitMix64 stream.
+    /// Uniform values in [-1, 1) from a seeded ChaCha8 stream.
     fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
     fn line(shape: &str, figure: &str, secs: f64, extra: &str) {
