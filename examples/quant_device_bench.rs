@@ -133,8 +133,10 @@ mod bench {
             )?;
             let p = Nf4Packed::new(q)?;
             let numel = (rows * cols) as f64;
-            // Codes and f32 block scales read, f32 values written.
-            let moved = numel / 2.0 + numel / 64.0 * 4.0 + numel * 4.0;
+            // The bytes on the device: packed codes and f32 block scales.
+            let stored = (p.quantized().packed.len() + 4 * p.absmax().len()) as f64;
+            // Dequantization reads them and writes the f32 values.
+            let moved = stored + numel * 4.0;
             let t = time::<B>(device, n, || {
                 drop(B::nf4_dequantize(&p, device));
             })?;
@@ -165,15 +167,13 @@ mod bench {
                     let fused_t = time::<B>(device, n, || {
                         drop(B::nf4_matmul_fused(prim(), &p));
                     })?;
-                    // The fused product reads codes and scales once.
-                    let fused_bytes = numel / 2.0 + numel / 64.0 * 4.0;
                     line(
                         name,
                         "gemv_nf4_fused",
                         fused_t,
                         &format!(
                             "{}, {:.2}x gemv_f32, {:.2}x gemv_nf4_dequantized",
-                            gbs(fused_t, fused_bytes),
+                            gbs(fused_t, stored), // codes and scales, read once
                             f32_t / fused_t,
                             deq_t / fused_t
                         ),

@@ -292,6 +292,11 @@ pub fn fused_matmul<R: CubeRuntime>(x: CubeTensor<R>, w: &Nf4Packed) -> CubeTens
         w.rows(),
         w.cols()
     );
+    launch_fused(x, w)
+}
+
+/// [`fused_matmul`] once [`fusable`] has been checked.
+fn launch_fused<R: CubeRuntime>(x: CubeTensor<R>, w: &Nf4Packed) -> CubeTensor<R> {
     let m = x.meta.shape()[0];
     let (rows, cols) = (w.rows(), w.cols());
     let x = burn_cubecl::kernel::into_contiguous(x);
@@ -363,7 +368,7 @@ where
 {
     fn nf4_matmul(x: FloatTensor<Self>, w: &Arc<Nf4Packed>) -> FloatTensor<Self> {
         if fusable(&x, w) {
-            fused_matmul(x, w)
+            launch_fused(x, w)
         } else {
             dequantized_matmul::<R, F, I, BT>(x, w)
         }
@@ -400,7 +405,7 @@ where
     }
 
     fn nf4_matmul_fused(x: FloatTensor<Self>, w: &Nf4Packed) -> Option<FloatTensor<Self>> {
-        fusable(&x, w).then(|| fused_matmul(x, w))
+        fusable(&x, w).then(|| launch_fused(x, w))
     }
 
     fn nf4_matmul_dequantized(x: FloatTensor<Self>, w: &Nf4Packed) -> FloatTensor<Self> {
