@@ -449,6 +449,11 @@ fn gemv_on_whole_chunks_matches_scalar() -> Result<(), bioalign_quant::Error> {
         (576, 128, QuantType::Fp4),
         (128, 256, QuantType::Nf4),
         (640, 32, QuantType::Fp4),
+        // The AVX-512 nibble-order GEMV: whole 128-value groups, a half group at
+        // the end, blocks that start mid-group.
+        (1024, 64, QuantType::Nf4),
+        (320, 256, QuantType::Nf4),
+        (448, 64, QuantType::Fp4),
     ] {
         let rows = 7;
         let data: Vec<f32> = (0..rows * cols)

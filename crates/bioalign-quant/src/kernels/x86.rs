@@ -170,6 +170,11 @@ pub(super) fn gemv_nf4(isa: Isa, w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mu
         unsafe { gemv_nf4_planes(w, x, r0, y) };
         return;
     }
+    if isa == Isa::Avx512 && cols.is_multiple_of(64) && w.blocksize.get() >= 64 {
+        // SAFETY: the caller checked AVX-512F through `Isa::available`.
+        unsafe { gemv_nf4_nibbles512(w, x, r0, y) };
+        return;
+    }
     for (j, yj) in y.iter_mut().enumerate() {
         let s = (r0 + j) * cols;
         let head = ((32 - s % 32) % 32).min(cols);
@@ -301,6 +306,110 @@ fn gemv_nf4_planes(w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mut [f32]) {
             acc0 = _mm256_add_ps(acc0, chunk(s + 64 * (chunks - 1), chunks - 1));
         }
         *yj = hsum256(_mm256_add_ps(acc0, acc1));
+    }
+}
+
+/// Lane `l` of look-up `k` (`0..8`) in a 128-value group of
+/// [`gemv_nf4_nibbles512`] holds element `8l + (k ^ 1)`: dword `l` of the group's
+/// 64 bytes holds elements `8l..8l + 8`, and its bits `4k..4k + 4` are the low
+/// (`k` even, the odd element) or high (`k` odd, the even element) nibble of
+/// byte `k / 2`.
+fn nibble_order(k: usize, l: usize) -> usize {
+    8 * l + (k ^ 1)
+}
+
+/// AVX-512 GEMV for rows of whole 64-value chunks and blocks of 64 or more.
+/// `vpermps` reads only the low 4 bits of each index, so a dword of codes shifted
+/// right by `4k` looks up its `k`-th nibble directly: a 128-value group costs one
+/// 64-byte load, seven shifts and eight look-ups, with no widening or
+/// interleaving. `x` is permuted once per call into that order
+/// ([`nibble_order`]); a last half group (`cols % 128 == 64`) reads 32 bytes
+/// against zeros in the other half of the permuted `x`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gemv_nf4_nibbles512(w: &Nf4Weight<'_>, x: &[f32], r0: usize, y: &mut [f32]) {
+    let cols = w.cols;
+    let groups = cols.div_ceil(128);
+    let mut xp = vec![0f32; groups * 128];
+    for (g, group) in xp.chunks_exact_mut(128).enumerate() {
+        for (i, v) in group.iter_mut().enumerate() {
+            let c = 128 * g + nibble_order(i / 16, i % 16);
+            if c < cols {
+                *v = x[c];
+            }
+        }
+    }
+    let lut = lut512(w.quant_type.code());
+    let shift = w.blocksize.get().trailing_zeros();
+    let full = cols / 128;
+    assert!(x.len() >= cols && w.packed.len() >= (r0 + y.len()) * cols / 2);
+    assert!(w.absmax.len() >= ((r0 + y.len()) * cols) >> shift);
+    // Σ_k lut[codes >> 4k] · xp_k over one group, in four partial sums.
+    let group = |codes: __m512i, p: *const f32| -> __m512 {
+        // SAFETY: `p` points at a 128-float group of `xp`.
+        unsafe {
+            let x = |k: usize| _mm512_loadu_ps(p.add(16 * k));
+            let (v0, x0) = (_mm512_permutexvar_ps(codes, lut), x(0));
+            let (v1, x1) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(codes), lut),
+                x(1),
+            );
+            let (v2, x2) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<8>(codes), lut),
+                x(2),
+            );
+            let (v3, x3) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<12>(codes), lut),
+                x(3),
+            );
+            let (v4, x4) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<16>(codes), lut),
+                x(4),
+            );
+            let (v5, x5) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<20>(codes), lut),
+                x(5),
+            );
+            let (v6, x6) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<24>(codes), lut),
+                x(6),
+            );
+            let (v7, x7) = (
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<28>(codes), lut),
+                x(7),
+            );
+            let a = _mm512_fmadd_ps(v4, x4, _mm512_mul_ps(v0, x0));
+            let b = _mm512_fmadd_ps(v5, x5, _mm512_mul_ps(v1, x1));
+            let c = _mm512_fmadd_ps(v6, x6, _mm512_mul_ps(v2, x2));
+            let d = _mm512_fmadd_ps(v7, x7, _mm512_mul_ps(v3, x3));
+            _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d))
+        }
+    };
+    for (j, yj) in y.iter_mut().enumerate() {
+        let s = (r0 + j) * cols;
+        let mut acc = _mm512_setzero_ps();
+        for g in 0..full {
+            let e = s + 128 * g;
+            // SAFETY: bytes `e / 2..e / 2 + 64` and scales up to `(e + 64) >> shift`
+            // lie in row `r0 + j`, bounded by the asserts above.
+            unsafe {
+                let codes = _mm512_loadu_si512(w.packed.as_ptr().add(e / 2).cast());
+                let sum = group(codes, xp.as_ptr().add(128 * g));
+                let lo = _mm512_set1_ps(*w.absmax.get_unchecked(e >> shift));
+                let hi = _mm512_set1_ps(*w.absmax.get_unchecked((e + 64) >> shift));
+                acc = _mm512_fmadd_ps(sum, _mm512_mask_blend_ps(0xff00, lo, hi), acc);
+            }
+        }
+        if full < groups {
+            let e = s + 128 * full;
+            // SAFETY: the half group's 32 bytes and its scale lie in row `r0 + j`.
+            unsafe {
+                let codes = _mm512_maskz_loadu_epi32(0x00ff, w.packed.as_ptr().add(e / 2).cast());
+                let sum = group(codes, xp.as_ptr().add(128 * full));
+                let scale = _mm512_set1_ps(*w.absmax.get_unchecked(e >> shift));
+                acc = _mm512_fmadd_ps(sum, scale, acc);
+            }
+        }
+        *yj = _mm512_reduce_add_ps(acc);
     }
 }
 
