@@ -110,6 +110,7 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
 
 /// `out[p] = bf16(src[2p]) | bf16(src[2p + 1]) << 16`, zero past the end of `src`.
 pub(crate) fn pairs_into(fast: bool, src: &[f32], out: &mut [u32]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if fast {
@@ -219,6 +220,7 @@ fn pack_x(fast: bool, x: &[f32], m: usize, cols: usize, k0: usize, kc: usize, ou
                 row[..kc].iter_mut().for_each(|v| *v = 0);
             }
         }
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if fast {

@@ -288,6 +288,9 @@ fn in_place(
     accumulate: bool,
 ) {
     assert!(a.len() >= (mr - 1) * lda + klen);
+    // Only x86_64 has in-place micro-kernels (`in_place_applies` is false elsewhere).
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (j, k0, out, c, ldc, nc, accumulate);
     match src {
         #[cfg(target_arch = "x86_64")]
         WeightSource::F32Panels(w) => {
@@ -488,6 +491,7 @@ fn pack_rows(
             // Whole micro-panel: six row streams in, one sequential stream out.
             let r: [&[f32]; MR] =
                 std::array::from_fn(|r| &x[(i + r) * cols + k0..(i + r) * cols + k0 + kc]);
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut done = 0;
             #[cfg(target_arch = "x86_64")]
             if isa == Isa::Avx512 {
@@ -553,6 +557,12 @@ fn micro(
         Isa::Avx2 => {
             super::x86::micro_6x16(mr, a.as_ptr(), panel.as_ptr(), kc, c, ldc, nc, accumulate)
         }
+        // SAFETY: NEON was checked through `Isa::available`; `a` holds a packed
+        // micro-panel, `panel` one panel of `kc` rows (`ldb == NR`), `c` the tile.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe {
+            super::neon::micro_6x16(mr, a.as_ptr(), panel.as_ptr(), kc, c, ldc, nc, accumulate)
+        },
         _ => {
             for i in 0..mr {
                 for j in 0..nc {
@@ -700,9 +710,10 @@ fn copy_padded(src: &[f32], dst: &mut [f32]) {
 
 /// `panel[k][j] = src[j][k]` for `j < NR`, `k < kc` (`src` rows `ld` apart).
 fn transpose_panel(isa: Isa, src: &[f32], ld: usize, kc: usize, panel: &mut [f32]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         done = kc / 8 * 8;
         super::x86::transpose_16xk(src, ld, done, panel);
     }

@@ -8,7 +8,9 @@
 //! SmolLM2 micro-batch of 2): its `[49152, 576]` 8-bit weight took 12-14 ms per
 //! product through the blocked kernel, forward and backward each, 4% of a QLoRA step.
 
-use super::{Isa, WeightSource, par_chunks_mut, q8, thread_count};
+#[cfg(target_arch = "x86_64")]
+use super::q8;
+use super::{Isa, WeightSource, par_chunks_mut, thread_count};
 
 /// Rows of `x` from which the blocked kernel runs instead.
 pub(super) const FEW_MAX: usize = 16;
@@ -60,7 +62,7 @@ pub(super) fn product(
             WeightSource::Q8T(w) => q8::axpy_few(w, x, m, j0, jn, part),
             _ => unreachable!("few::applies admits 8-bit weights only"),
         }
-        let _ = (j0, jn, cols);
+        let _ = (j0, jn, cols, x);
     });
     for (ti, part) in parts.chunks(per * m).enumerate() {
         let (j0, jn) = (ti * per, part.len() / m);

@@ -5,13 +5,16 @@
 //! Every entry point takes plain slices, so a burn backend extension (or any
 //! other caller) can hand in its buffers. The SIMD path is picked at run time
 //! ([`Isa::detect`]: AVX-512F, else AVX2+FMA, else scalar); the scalar path is
-//! the reference the SIMD paths are tested against. Work is split over output
+//! the reference the SIMD paths are tested against. On AArch64, NEON runs the
+//! dequantization, the GEMVs and the blocked product's micro-kernel. Work is split over output
 //! rows on rayon's pool (`dispatch`).
 
 pub(crate) mod bf16_gemm;
 pub(crate) mod blocked;
 mod dispatch;
 mod few;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod pool;
 mod q8;
 mod scalar;
@@ -39,12 +42,14 @@ pub enum Isa {
     Avx2,
     /// x86_64 AVX-512F.
     Avx512,
+    /// AArch64 Advanced SIMD (NEON).
+    Neon,
 }
 
 impl Isa {
     /// The best instruction set this CPU supports.
     pub fn detect() -> Isa {
-        [Isa::Avx512, Isa::Avx2]
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
             .into_iter()
             .find(|i| i.available())
             .unwrap_or(Isa::Scalar)
@@ -62,14 +67,16 @@ impl Isa {
                     && is_x86_feature_detected!("avx2")
                     && is_x86_feature_detected!("fma")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }
 
     /// Every instruction set this CPU supports, scalar first.
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
             .into_iter()
             .filter(|i| i.available())
             .collect()
@@ -149,12 +156,20 @@ impl<'a> Nf4Weight<'a> {
         self.scalar_range(start, &mut out[..head]);
         done += head;
         let chunks = (out.len() - done) / 32;
-        if chunks > 0 && isa != Isa::Scalar {
-            #[cfg(target_arch = "x86_64")]
-            {
-                let s = start + done;
-                x86::dequant_chunks(isa, self, s, &mut out[done..done + chunks * 32]);
-                done += chunks * 32;
+        if chunks > 0 {
+            let body = &mut out[done..done + chunks * 32];
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 | Isa::Avx512 => {
+                    x86::dequant_chunks(isa, self, start + done, body);
+                    done += chunks * 32;
+                }
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon => {
+                    neon::dequant_chunks(self, start + done, body);
+                    done += chunks * 32;
+                }
+                _ => {}
             }
         }
         self.scalar_range(start + done, &mut out[done..]);
@@ -173,6 +188,7 @@ impl<'a> Nf4Weight<'a> {
 }
 
 /// Elements from which [`dequantize_f32`] uses non-temporal stores.
+#[cfg(target_arch = "x86_64")]
 const STREAM_MIN: usize = 1 << 20;
 
 /// Dequantizes the whole weight into `out` (`rows × cols` f32).
@@ -190,7 +206,7 @@ pub fn dequantize_f32(w: &Nf4Weight<'_>, out: &mut [f32], isa: Isa, threads: usi
             match isa {
                 Isa::Avx512 => return x86::dequant_stream(w, i * chunk, o),
                 Isa::Avx2 => return x86::dequant_stream_avx2(w, i * chunk, o),
-                Isa::Scalar => {}
+                Isa::Scalar | Isa::Neon => {}
             }
         }
         w.dequant_range(isa, i * chunk, o)
@@ -647,6 +663,7 @@ fn gemv_kn(isa: Isa, w: &[f32], n: usize, x: &[f32], c0: usize, y: &mut [f32]) {
         // SAFETY: `isa` was checked against the CPU (`Isa::checked`).
         return unsafe { gemv_kn_avx512(w, n, x, c0, y) };
     }
+    let _ = isa;
     gemv_kn_body(w, n, x, c0, y)
 }
 
@@ -686,6 +703,10 @@ fn gemv_rows(isa: Isa, src: &WeightSource<'_>, x: &[f32], r0: usize, y: &mut [f3
         (Isa::Avx2 | Isa::Avx512, WeightSource::F32 { w, cols }) => {
             x86::gemv_f32(isa, w, *cols, x, r0, y)
         }
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, WeightSource::Nf4(w)) => neon::gemv_nf4(w, x, r0, y),
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, WeightSource::F32 { w, cols }) => neon::gemv_f32(w, *cols, x, r0, y),
         (_, WeightSource::Q8(w)) => {
             for (j, yj) in y.iter_mut().enumerate() {
                 *yj = w.dot_row(isa, r0 + j, x);
@@ -698,6 +719,16 @@ fn gemv_rows(isa: Isa, src: &WeightSource<'_>, x: &[f32], r0: usize, y: &mut [f3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_architecture_detects_its_own_vector_unit() {
+        let isa = Isa::detect();
+        assert!(isa.available() && Isa::all_available().contains(&isa));
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(isa, Isa::Neon);
+        #[cfg(target_arch = "x86_64")]
+        assert!(!Isa::Neon.available() && Isa::Neon.checked() == Isa::Scalar);
+    }
 
     #[test]
     fn products_asking_for_every_core_take_the_callers_pool() {

@@ -63,7 +63,7 @@ impl<'a> Q8Weight<'a> {
     pub(crate) fn dequant_range(&self, isa: Isa, start: usize, out: &mut [f32]) {
         let qs = &self.qs[start..start + out.len()];
         #[cfg(target_arch = "x86_64")]
-        if isa != Isa::Scalar {
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
             // SAFETY: AVX2 checked by the caller through `Isa::available`.
             unsafe { dequant_avx2(qs, self.scales, start, out) };
             return;
@@ -78,7 +78,7 @@ impl<'a> Q8Weight<'a> {
         let qs = &self.qs[r * self.cols..(r + 1) * self.cols];
         let scales = &self.scales[r * self.cols / Q8_BLOCK..(r + 1) * self.cols / Q8_BLOCK];
         #[cfg(target_arch = "x86_64")]
-        if isa != Isa::Scalar {
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
             // SAFETY: as in `dequant_range`.
             return unsafe { dot_avx2(qs, scales, x) };
         }
