@@ -100,6 +100,23 @@ fn dequantize_and_quantize(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("dequantize_f32", label), |b| {
             b.iter(|| kernels::dequantize_f32(black_box(&nw), &mut out, isa, 0).expect("dequant"));
         });
+        if n < 1 << 20 {
+            // Outputs that stay in L2: one thread against that thread's store
+            // ceilings for the same output (a fill, which writes without reading,
+            // and a copy of an f32 tensor that size).
+            g.bench_function(BenchmarkId::new("dequantize_f32_1thread", label), |b| {
+                b.iter(|| {
+                    kernels::dequantize_f32(black_box(&nw), &mut out, isa, 1).expect("dequant")
+                });
+            });
+            g.bench_function(BenchmarkId::new("fill_f32_1thread", label), |b| {
+                b.iter(|| black_box(&mut out).fill(black_box(0.5)));
+            });
+            let src = vec![0.25f32; n];
+            g.bench_function(BenchmarkId::new("copy_f32_1thread", label), |b| {
+                b.iter(|| black_box(&mut out).copy_from_slice(black_box(&src)));
+            });
+        }
         g.throughput(Throughput::Elements(n as u64));
         let mut p = vec![0u8; packed_len(n)];
         let mut a = vec![0f32; BlockSize::DEFAULT.blocks(n)];
