@@ -10,8 +10,8 @@
 //! - [`Quantized4bit`]: a weight with its full state; [`checkpoint`] reads and
 //!   writes it in the bnb-4bit safetensors layout of Hugging Face checkpoints.
 //! - [`kernels`]: dequantization to f32 / bf16 and the fused product
-//!   `y = x · dequant(W)ᵀ` (AVX-512 / AVX2 chosen at run time, scalar reference,
-//!   multi-threaded).
+//!   `y = x · dequant(W)ᵀ` (AVX-512 / AVX2 chosen at run time, NEON on AArch64,
+//!   scalar reference, multi-threaded).
 //! - `nf4_linear` (feature `burn`): `Nf4Linear<B>`, the frozen NF4 projection as a
 //!   burn module, fused on burn-flex, with an autodiff backward that gives the
 //!   weight no gradient.
