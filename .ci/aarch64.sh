@@ -11,14 +11,8 @@ target=aarch64-unknown-linux-gnu
 rustup target add "$target" >/dev/null
 if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
     pkgs=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-    as_root=()
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null || { echo "error: installing ${pkgs[*]} needs root or sudo" >&2; exit 1; }
-        as_root=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${as_root[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null \
-        || { "${as_root[@]}" apt-get update -q >/dev/null && "${as_root[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
+    . .ci/apt.sh
+    apt_install "${pkgs[@]}"
     echo "aarch64: installed ${pkgs[*]}"
 fi
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

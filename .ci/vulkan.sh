@@ -10,13 +10,7 @@ if [ -f "$icd" ] && ldconfig -p | grep -q 'libvulkan\.so\.1'; then
     exit 0
 fi
 pkgs=(mesa-vulkan-drivers libvulkan1)
-as_root=()
-if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "error: installing ${pkgs[*]} needs root or sudo" >&2; exit 1; }
-    as_root=(sudo -n)
-fi
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null \
-    || { "${as_root[@]}" apt-get update -q >/dev/null && "${as_root[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
+. "$(dirname "$0")/apt.sh"
+apt_install "${pkgs[@]}"
 [ -f "$icd" ] || { echo "error: $icd missing after installing ${pkgs[*]}" >&2; exit 1; }
 echo "Vulkan: installed lavapipe (${pkgs[*]})"
