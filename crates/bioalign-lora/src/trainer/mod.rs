@@ -448,9 +448,10 @@ impl Workers {
     }
 }
 
-/// Runs a step's micro-batches, `workers` at a time: worker 0 on `model`, the others
-/// on replicas made from its current values (`from_inner(valid())`: the same
-/// parameters as fresh autodiff leaves, so each backward walks its own graph).
+/// Runs a step's micro-batches, `workers` at a time, each worker claiming the next
+/// job when it is free: worker 0 on `model`, the others on replicas made from its
+/// current values (`from_inner(valid())`: the same parameters as fresh autodiff
+/// leaves, so each backward walks its own graph).
 /// `sink` sees the results in micro-batch order, each as soon as those before it
 /// are in (a result that finishes early waits for them), so a worker's finished
 /// micro-batch is not held while it runs its next one: a SmolLM2 micro-batch's
@@ -498,20 +499,26 @@ where
             }
         }
     };
+    // Each worker claims the next job when it is free.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let claim = || {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (i < jobs.len()).then_some(i)
+    };
     std::thread::scope(|s| {
         let handles: Vec<_> = replicas
             .into_iter()
             .enumerate()
             .map(|(w, mut replica)| {
-                let run = &run;
+                let (run, claim) = (&run, &claim);
                 s.spawn(move || {
-                    for i in (w + 1..jobs.len()).step_by(n) {
+                    while let Some(i) = claim() {
                         run(w + 1, &mut replica, i);
                     }
                 })
             })
             .collect();
-        for i in (0..jobs.len()).step_by(n) {
+        while let Some(i) = claim() {
             run(0, model, i);
         }
         for h in handles {
@@ -646,6 +653,12 @@ where
                 jobs.push(MicroJob { micro, batch });
             }
         }
+        // Largest micro-batches first (padded tokens; ties keep their order), each
+        // taken by the first free worker (`run_micro_batches`): a round robin over
+        // micro-batches of different lengths left a core idle at the end of a step.
+        // The order is a function of the data alone, so the gradients' sum order, and
+        // the adapter, stay the same for any worker count.
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.batch.batch * j.batch.seq));
         let ctx = StepContext {
             seed: cfg.seed,
             step: state.step,
