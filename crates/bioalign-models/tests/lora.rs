@@ -649,3 +649,69 @@ fn recomputing_the_mlp_input_gives_the_same_gradients() {
         }
     }
 }
+
+/// The response-only loss reads the final hidden states at the supervised positions
+/// only, and the decoder runs its last layer's queries, attention output and MLP there
+/// alone (`last_hidden_rows`). Loss and LoRA gradients equal those through the whole
+/// last hidden state (`hidden`, then the rows selected), on the three architectures
+/// (Mistral's window of 4 is shorter than the sequences), dense and NF4 bases, with
+/// right padding.
+#[test]
+fn loss_at_supervised_rows_equals_the_loss_over_the_whole_forward() -> Result<()> {
+    use burn::tensor::{Bool, Int, TensorData, activation::log_softmax};
+    let d = Default::default();
+    for arch in ["llama", "mistral", "phi3"] {
+        for nf4 in [false, true] {
+            let mut m = load::<Ad>(&tiny(arch), nf4)?;
+            m.apply_lora(&lora_all(4), 5)?;
+            randomize_b(&mut m, 2, 0.05, &d);
+            let b = batch(96);
+            assert!(b.batch == 3 && b.mask.contains(&false), "padded batch");
+            let ids = Tensor::<Ad, 2, Int>::from_data(
+                TensorData::new(b.ids.clone(), [b.batch, b.seq]),
+                &d,
+            );
+            let mask = Tensor::<Ad, 2, Bool>::from_data(
+                TensorData::new(b.mask.clone(), [b.batch, b.seq]),
+                &d,
+            );
+            let n = b.positions.len();
+            let hidden = bioalign_lora::CausalLm::hidden(&m, ids, mask);
+            let h = hidden.dims()[2];
+            let pos =
+                Tensor::<Ad, 1, Int>::from_data(TensorData::new(b.positions.clone(), [n]), &d);
+            let picked = hidden.reshape([b.batch * b.seq, h]).select(0, pos);
+            let targets =
+                Tensor::<Ad, 2, Int>::from_data(TensorData::new(b.targets.clone(), [n, 1]), &d);
+            let full = log_softmax(bioalign_lora::CausalLm::lm_head(&m, picked), 1)
+                .gather(1, targets)
+                .mean()
+                .neg();
+            let rows = batch_loss(&m, &b, &d);
+            let (lf, lr) = (tensor_vec(full.clone())[0], tensor_vec(rows.clone())[0]);
+            assert!(
+                (lf - lr).abs() <= 1e-5 * lf.abs().max(1.0),
+                "{arch} nf4={nf4}: loss {lr} vs {lf}"
+            );
+            let (gf, gr) = (full.backward(), rows.backward());
+            let mut worst = 0f32;
+            m.visit_adapters(&mut |name, s| {
+                for p in [s.lora_a(), s.lora_b()] {
+                    let a = tensor_vec(p.val().grad(&gf).expect("gradient"));
+                    let c = tensor_vec(p.val().grad(&gr).expect("gradient"));
+                    let scale = max_abs(&a).max(1e-6);
+                    let diff = max_diff(&a, &c) / scale;
+                    assert!(
+                        diff <= 1e-4,
+                        "{arch} nf4={nf4} {name}: gradient differs by {diff}"
+                    );
+                    worst = worst.max(diff);
+                }
+            });
+            eprintln!(
+                "{arch} nf4={nf4}: loss {lr} vs {lf}, worst relative gradient difference {worst:.2e}"
+            );
+        }
+    }
+    Ok(())
+}

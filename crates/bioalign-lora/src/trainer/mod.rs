@@ -34,6 +34,24 @@ pub trait CausalLm<B: Backend>: LoraModel<B> {
     /// Final hidden states `[batch, seq, hidden]` (after the final norm) for token ids
     /// `[batch, seq]` and an attention mask `[batch, seq]` (`true` at real tokens).
     fn hidden(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3>;
+    /// The final hidden states at flat positions `rows` (`b · seq + t`) only, `[n,
+    /// hidden]` in the order of `rows`: what a loss over supervised positions reads.
+    /// The default selects them from [`Self::hidden`]; a decoder can skip work whose
+    /// results nothing else reads (bioalign-models' runs its last layer's queries,
+    /// attention output and MLP at these positions only).
+    fn hidden_rows(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2, Bool>,
+        rows: &[i64],
+    ) -> Tensor<B, 2> {
+        let device = ids.device();
+        let hidden = self.hidden(ids, mask);
+        let [b, s, h] = hidden.dims();
+        let idx =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(rows.to_vec(), [rows.len()]), &device);
+        hidden.reshape([b * s, h]).select(0, idx)
+    }
     /// The LM head on selected hidden states: `[n, hidden] -> [n, vocab]` logits.
     fn lm_head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2>;
     /// The vocabulary size, when known: [`train`] then rejects examples (and a padding
@@ -226,12 +244,8 @@ pub fn batch_loss<B: Backend, M: CausalLm<B>>(
         TensorData::new(batch.mask.clone(), [batch.batch, batch.seq]),
         device,
     );
-    let hidden = model.hidden(ids, mask);
-    let h = hidden.dims()[2];
-    let flat = hidden.reshape([batch.batch * batch.seq, h]);
     let n = batch.positions.len();
-    let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(batch.positions.clone(), [n]), device);
-    let logits = model.lm_head(flat.select(0, pos));
+    let logits = model.lm_head(model.hidden_rows(ids, mask, &batch.positions));
     let targets =
         Tensor::<B, 2, Int>::from_data(TensorData::new(batch.targets.clone(), [n, 1]), device);
     let picked = log_softmax(logits, 1).gather(1, targets);

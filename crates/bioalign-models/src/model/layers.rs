@@ -447,13 +447,26 @@ impl<B: Backend> Attention<B> {
         bias: Tensor<B, 4>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
+        let (k, v) = self.keys_values(x.clone(), cos.clone(), sin.clone());
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        (
+            self.attend(x, cos, sin, (k.clone(), v.clone()), bias),
+            (k, v),
+        )
+    }
+
+    /// Rotated keys and the values `[b, kv_heads, s, head_dim]` of `x` `[b, s, hidden]`.
+    pub fn keys_values(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
-        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x.clone())
-            .reshape([b, s, nh, hd])
-            .swap_dims(1, 2);
+        let (nkv, hd) = (self.n_kv_heads, self.head_dim);
         let k = self
             .k_proj
             .forward(x.clone())
@@ -464,17 +477,33 @@ impl<B: Backend> Attention<B> {
             .forward(x)
             .reshape([b, s, nkv, hd])
             .swap_dims(1, 2);
-        let q = apply_rope(q, cos.clone(), sin.clone());
-        let k = apply_rope(k, cos, sin);
-        let (k, v) = match past {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-            None => (k, v),
-        };
+        (apply_rope(k, cos, sin), v)
+    }
+
+    /// The output `[b, c, hidden]` for queries from `x` `[b, c, hidden]` at positions
+    /// `cos`/`sin` `[1 or b, 1, c, rotary_dim]`, over keys/values `[b, kv_heads, t,
+    /// head_dim]` with `bias` `[b, 1, c, t]`.
+    pub fn attend(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        (k, v): (Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let [b, c, _] = x.dims();
+        let (nh, hd) = (self.n_heads, self.head_dim);
+        let q = self
+            .q_proj
+            .forward(x)
+            .reshape([b, c, nh, hd])
+            .swap_dims(1, 2);
+        let q = apply_rope(q, cos, sin);
         let t = k.dims()[2];
-        let bias = bias.expand([b, nh, s, t]);
-        let out = super::fused::attention(q, k.clone(), v.clone(), bias);
-        let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
-        (self.o_proj.forward(out), (k, v))
+        let bias = bias.expand([b, nh, c, t]);
+        let out = super::fused::attention(q, k, v, bias);
+        let out = out.swap_dims(1, 2).reshape([b, c, nh * hd]);
+        self.o_proj.forward(out)
     }
 }
 
@@ -548,5 +577,37 @@ impl<B: Backend> DecoderLayer<B> {
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));
         (x + m, kv)
+    }
+
+    /// The layer's output at `c` query positions per sequence only: `x` `[b, s,
+    /// hidden]`, `rows` the flat rows `b · s + t` of those positions (`[b · c]`, each
+    /// sequence's `c` in turn), `cos`/`sin` `[1 or b, 1, s, rotary_dim]` for the keys and
+    /// `cos_q`/`sin_q` `[b, 1, c, rotary_dim]` for the queries, `bias` `[b, 1, c, s]`.
+    /// Keys and values still come from every position; the queries, attention output
+    /// and MLP run at the `c` positions only. Returns `[b, c, hidden]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rows(
+        &self,
+        x: Tensor<B, 3>,
+        rows: Tensor<B, 1, Int>,
+        (cos, sin): (Tensor<B, 4>, Tensor<B, 4>),
+        (cos_q, sin_q): (Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let [b, s, h] = x.dims();
+        let c = rows.dims()[0] / b.max(1);
+        let pick = |t: Tensor<B, 3>| {
+            t.reshape([b * s, h])
+                .select(0, rows.clone())
+                .reshape([b, c, h])
+        };
+        let xn = self.input_layernorm.forward(x.clone());
+        let kv = self.self_attn.keys_values(xn.clone(), cos, sin);
+        let a = self.self_attn.attend(pick(xn), cos_q, sin_q, kv, bias);
+        let x = pick(x) + a;
+        let m = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + m
     }
 }

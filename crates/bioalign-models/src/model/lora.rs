@@ -356,6 +356,27 @@ impl<B: Backend> bioalign_lora::CausalLm<B> for CausalLm<B> {
         }
     }
 
+    /// The last layer runs its queries, attention output and MLP at `rows` only
+    /// ([`CausalLm::last_hidden_rows`]).
+    fn hidden_rows(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2, Bool>,
+        rows: &[i64],
+    ) -> Tensor<B, 2> {
+        let [batch, _] = ids.dims();
+        let ids = int_vec(ids);
+        let mask = int_vec(mask.int());
+        let rows: Vec<usize> = rows
+            .iter()
+            .map(|&r| usize::try_from(r).unwrap_or(usize::MAX))
+            .collect();
+        match self.last_hidden_rows(&ids, &mask, batch, &rows) {
+            Ok(h) => h,
+            Err(e) => panic!("decoder forward in training: {e}"),
+        }
+    }
+
     fn lm_head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
             Some(p) => p.forward(hidden),

@@ -11,7 +11,7 @@ mod rope;
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 pub use layers::{
     Attention, DecoderLayer, Mlp, PackedLinear, PackedWeight, Projection, Q8Embedding, RmsNorm,
@@ -108,6 +108,45 @@ impl<B: Backend> KvCache<B> {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// The query positions of [`CausalLm::last_hidden_rows`], `c` per sequence: each
+/// sequence's distinct positions in increasing order, padded to the most any sequence
+/// has by repeating its last one (or position 0); the padding's results are dropped.
+struct QueryRows {
+    /// Positions per sequence.
+    c: usize,
+    /// `[batch · c]` positions `t`, sequence by sequence.
+    t: Vec<usize>,
+    /// For each requested row, its index in `[batch · c]`.
+    out: Vec<usize>,
+}
+
+impl QueryRows {
+    fn new(rows: &[usize], batch: usize, s: usize) -> Self {
+        let mut per: Vec<Vec<usize>> = vec![Vec::new(); batch];
+        for &r in rows {
+            per[r / s].push(r % s);
+        }
+        for p in &mut per {
+            p.sort_unstable();
+            p.dedup();
+        }
+        let c = per.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut t = Vec::with_capacity(batch * c);
+        for p in &per {
+            let pad = p.last().copied().unwrap_or(0);
+            t.extend(p.iter().copied().chain(std::iter::repeat(pad)).take(c));
+        }
+        let out = rows
+            .iter()
+            .map(|&r| {
+                let b = r / s;
+                b * c + per[b].binary_search(&(r % s)).expect("listed above")
+            })
+            .collect();
+        QueryRows { c, t, out }
     }
 }
 
@@ -237,7 +276,7 @@ impl<B: Backend> CausalLm<B> {
         let (x, hidden) = if parts > 1 {
             self.stack_in_parts(ids, mask, positions, batch, parts, hidden_states)
         } else {
-            self.stack(ids, mask, positions, batch, cache, hidden_states)
+            self.stack(ids, mask, positions, batch, cache, hidden_states, None)
         };
         let logits = match logits {
             Logits::None => None,
@@ -295,6 +334,7 @@ impl<B: Backend> CausalLm<B> {
                 (i1 - i0) / s,
                 None,
                 hidden_states,
+                None,
             )
         });
         let (xs, hs): (Vec<_>, Vec<_>) = outs.into_iter().unzip();
@@ -311,7 +351,11 @@ impl<B: Backend> CausalLm<B> {
     /// Embeddings, layers and final norm over `ids` `[batch, s]` (inputs checked by
     /// [`Self::forward_at`]): the normed last hidden state and, on request, every
     /// hidden state.
-    #[allow(clippy::type_complexity)]
+    ///
+    /// With `rows`, the last layer runs its queries, attention output and MLP at those
+    /// positions only ([`DecoderLayer::forward_rows`]) and the result is `[b, c,
+    /// hidden]` (no cache, no hidden states).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn stack(
         &self,
         ids: &[u32],
@@ -320,6 +364,7 @@ impl<B: Backend> CausalLm<B> {
         batch: usize,
         cache: Option<&mut KvCache<B>>,
         hidden_states: bool,
+        rows: Option<&QueryRows>,
     ) -> (Tensor<B, 3>, Option<Vec<Tensor<B, 3>>>) {
         let device = self.device();
         let s = ids.len() / batch;
@@ -335,29 +380,67 @@ impl<B: Backend> CausalLm<B> {
             key_mask.extend_from_slice(&mask[b * s..(b + 1) * s]);
         }
         let bias = attention_bias(&key_mask, batch, past, s, self.config.sliding_window);
-        let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [batch, 1, s, t]), &device);
         let rd = self.rope.rotary_dim;
-        let (cos, sin) = match positions {
+        let (cos_v, sin_v, per_sequence) = match positions {
             Some(p) => {
                 let (c, s_) = self.rope.cos_sin(p);
-                let c = Tensor::<B, 4>::from_data(TensorData::new(c, [batch, 1, s, rd]), &device);
-                let s_ = Tensor::<B, 4>::from_data(TensorData::new(s_, [batch, 1, s, rd]), &device);
-                (c, s_)
+                (c, s_, true)
             }
             None => {
                 let p: Vec<u32> = (past..past + s).map(|x| x as u32).collect();
                 let (c, s_) = self.rope.cos_sin(&p);
-                let c = Tensor::<B, 4>::from_data(TensorData::new(c, [1, 1, s, rd]), &device);
-                let s_ = Tensor::<B, 4>::from_data(TensorData::new(s_, [1, 1, s, rd]), &device);
-                (c, s_)
+                (c, s_, false)
             }
         };
+        // The last layer's queries at `rows` only: their bias rows and angles, gathered
+        // from the full ones (the angles of a long-context rotary scaling depend on the
+        // whole sequence's length).
+        let last = rows.map(|q| {
+            let c = q.c;
+            let (mut bq, mut cq, mut sq) = (
+                Vec::with_capacity(batch * c * t),
+                Vec::with_capacity(batch * c * rd),
+                Vec::with_capacity(batch * c * rd),
+            );
+            for (i, &tq) in q.t.iter().enumerate() {
+                let b = i / c;
+                bq.extend_from_slice(&bias[(b * s + tq) * t..(b * s + tq + 1) * t]);
+                let at = if per_sequence { b * s + tq } else { tq };
+                cq.extend_from_slice(&cos_v[at * rd..(at + 1) * rd]);
+                sq.extend_from_slice(&sin_v[at * rd..(at + 1) * rd]);
+            }
+            let flat: Vec<i64> =
+                q.t.iter()
+                    .enumerate()
+                    .map(|(i, &tq)| ((i / c) * s + tq) as i64)
+                    .collect();
+            let f4 = |v: Vec<f32>, shape: [usize; 4]| {
+                Tensor::<B, 4>::from_data(TensorData::new(v, shape), &device)
+            };
+            (
+                Tensor::<B, 1, Int>::from_data(TensorData::new(flat, [batch * c]), &device),
+                (f4(cq, [batch, 1, c, rd]), f4(sq, [batch, 1, c, rd])),
+                f4(bq, [batch, 1, c, t]),
+            )
+        });
+        let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [batch, 1, s, t]), &device);
+        let cb = if per_sequence { batch } else { 1 };
+        let cos = Tensor::<B, 4>::from_data(TensorData::new(cos_v, [cb, 1, s, rd]), &device);
+        let sin = Tensor::<B, 4>::from_data(TensorData::new(sin_v, [cb, 1, s, rd]), &device);
 
         let mut x = self.model.embed_tokens.lookup(ids, batch, &device);
         let mut hidden = hidden_states.then(Vec::new);
+        let n_layers = self.model.layers.len();
+        let mut last = last;
         for (i, layer) in self.model.layers.iter().enumerate() {
             if let Some(h) = hidden.as_mut() {
                 h.push(x.clone());
+            }
+            if i + 1 == n_layers
+                && let Some((rows, angles, bias)) = last.take()
+            {
+                x = layer.forward_rows(x, rows, (cos.clone(), sin.clone()), angles, bias);
+                break;
             }
             let past_kv = cache.as_deref_mut().and_then(|c| c.layers[i].take());
             let (y, kv) = layer.forward(x, cos.clone(), sin.clone(), bias.clone(), past_kv);
@@ -375,6 +458,55 @@ impl<B: Backend> CausalLm<B> {
             h.push(x.clone());
         }
         (x, hidden)
+    }
+
+    /// The final hidden states (after the final norm) at flat positions `rows` (`b · s +
+    /// t`) of right- or left-padded `ids` `[batch, s]`, as `[rows.len(), hidden]` in the
+    /// order of `rows`. The same values as [`Self::forward`]'s `last_hidden` at those
+    /// rows, computed without the last layer's queries, attention output and MLP at
+    /// the other positions (only its keys and values need every position): a training
+    /// loss over a few supervised positions per sequence reads nothing else.
+    pub fn last_hidden_rows(
+        &self,
+        ids: &[u32],
+        mask: &[u32],
+        batch: usize,
+        rows: &[usize],
+    ) -> Result<Tensor<B, 2>> {
+        let n = ids.len();
+        if batch == 0 || n == 0 || !n.is_multiple_of(batch) || mask.len() != n {
+            return Err(Error::Input {
+                message: format!(
+                    "{n} ids and {} mask entries do not form {batch} non-empty sequences",
+                    mask.len()
+                ),
+            });
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::Input {
+                message: format!("token id {bad} is outside the vocabulary of {vocab}"),
+            });
+        }
+        let s = n / batch;
+        if let Some(bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(Error::Input {
+                message: format!("row {bad} is outside the {batch} x {s} batch"),
+            });
+        }
+        let h = self.config.hidden_size;
+        let device = self.device();
+        if rows.is_empty() || self.model.layers.is_empty() {
+            let (x, _) = self.stack(ids, mask, None, batch, None, false, None);
+            let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+            return Ok(x.reshape([n, h]).select(0, idx));
+        }
+        let q = QueryRows::new(rows, batch, s);
+        let (x, _) = self.stack(ids, mask, None, batch, None, false, Some(&q));
+        let idx: Vec<i64> = q.out.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        Ok(x.reshape([batch * q.c, h]).select(0, idx))
     }
 
     /// `[b, s, hidden] -> [b, s, vocab]`.
