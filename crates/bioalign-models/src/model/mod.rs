@@ -225,18 +225,7 @@ impl<B: Backend> CausalLm<B> {
         logits: Logits,
         hidden_states: bool,
     ) -> Result<ForwardOutput<B>> {
-        let vocab = self.config.vocab_size;
-        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
-            return Err(Error::Input {
-                message: format!("{} ids do not form {batch} non-empty sequences", ids.len()),
-            });
-        }
-        let s = ids.len() / batch;
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            return Err(Error::Input {
-                message: format!("token id {bad} is outside the vocabulary of {vocab}"),
-            });
-        }
+        let s = self.sequence_length(ids, batch)?;
         let ones;
         let mask = match attention_mask {
             Some(m) if m.len() == ids.len() => m,
@@ -460,6 +449,23 @@ impl<B: Backend> CausalLm<B> {
         (x, hidden)
     }
 
+    /// The length of each of `batch` sequences in `ids`, after checking that they
+    /// split evenly into non-empty sequences of tokens inside the vocabulary.
+    fn sequence_length(&self, ids: &[u32], batch: usize) -> Result<usize> {
+        let vocab = self.config.vocab_size;
+        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
+            return Err(Error::Input {
+                message: format!("{} ids do not form {batch} non-empty sequences", ids.len()),
+            });
+        }
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::Input {
+                message: format!("token id {bad} is outside the vocabulary of {vocab}"),
+            });
+        }
+        Ok(ids.len() / batch)
+    }
+
     /// The final hidden states (after the final norm) at flat positions `rows` (`b · s +
     /// t`) of right- or left-padded `ids` `[batch, s]`, as `[rows.len(), hidden]` in the
     /// order of `rows`. The same values as [`Self::forward`]'s `last_hidden` at those
@@ -474,21 +480,12 @@ impl<B: Backend> CausalLm<B> {
         rows: &[usize],
     ) -> Result<Tensor<B, 2>> {
         let n = ids.len();
-        if batch == 0 || n == 0 || !n.is_multiple_of(batch) || mask.len() != n {
+        let s = self.sequence_length(ids, batch)?;
+        if mask.len() != n {
             return Err(Error::Input {
-                message: format!(
-                    "{n} ids and {} mask entries do not form {batch} non-empty sequences",
-                    mask.len()
-                ),
+                message: format!("attention mask has {} entries for {n} ids", mask.len()),
             });
         }
-        let vocab = self.config.vocab_size;
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            return Err(Error::Input {
-                message: format!("token id {bad} is outside the vocabulary of {vocab}"),
-            });
-        }
-        let s = n / batch;
         if let Some(bad) = rows.iter().find(|&&r| r >= n) {
             return Err(Error::Input {
                 message: format!("row {bad} is outside the {batch} x {s} batch"),
