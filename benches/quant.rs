@@ -352,6 +352,14 @@ fn decode_step(c: &mut Criterion) {
             }
         });
     });
+    // The same bf16 weights with `x` rounded to bf16 too (`vdpbf16ps` where present).
+    g.bench_function("decode_step_bf16_dot/smollm2_135m", |b| {
+        b.iter(|| {
+            for w in &bf16 {
+                black_box(w.matmul_nt_dot(black_box(&x[..w.cols()]), 1).expect("mm"));
+            }
+        });
+    });
     g.bench_function("decode_step_f32/smollm2_135m", |b| {
         b.iter(|| {
             for &(w, rows, cols) in &dense {

@@ -181,7 +181,10 @@ pub(crate) fn gemm(
         pack_x(fast, x, m, cols, k0, kc, xb);
     });
     let panels = rows.div_ceil(NR);
-    let work = m * rows * cols / (1 << 22) + 1;
+    // Threads by multiply-adds (one per 2^22), but for a few rows by the weight read
+    // (one per 2^17 values, as the 8-bit few-row path): a generation step's product is
+    // bound by streaming the weight, which two cores do faster than one.
+    let work = (m * rows * cols / (1 << 22)).max(rows * cols / (1 << 17)) + 1;
     let t_rows = thread_count(threads, work.min(m_pad / MR));
     let by_rows = t_rows > 1 && panels < 8 * t_rows;
     let t = if by_rows {
