@@ -62,12 +62,14 @@ fn dequant512(w: &Nf4Weight<'_>, start: usize, out: &mut [f32]) {
     let shift = w.blocksize.get().trailing_zeros();
     for (c, o) in out.chunks_exact_mut(32).enumerate() {
         let e = start + c * 32;
-        let s = _mm512_set1_ps(w.absmax[e >> shift]);
-        let (va, vb) = chunk512(w.packed, e, lut);
+        // The code book times the block's scale, looked up already scaled: one
+        // multiply per 32 values instead of two, the same products.
+        let scaled = _mm512_mul_ps(lut, _mm512_set1_ps(w.absmax[e >> shift]));
+        let (va, vb) = chunk512(w.packed, e, scaled);
         // SAFETY: `o` has 32 writable floats.
         unsafe {
-            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(va, s));
-            _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(vb, s));
+            _mm512_storeu_ps(o.as_mut_ptr(), va);
+            _mm512_storeu_ps(o.as_mut_ptr().add(16), vb);
         }
     }
 }
