@@ -309,6 +309,8 @@ mod tests {
             (25, 64, 513),
             (130, 70, 96),
             (6, 300, 2),
+            // A batch-1 product over 2^17 weights or more: split over the threads.
+            (1, 300, 512),
         ] {
             let w = values(rows * cols, 7 + m as u64);
             let x = values(m * cols, 11 + rows as u64);
