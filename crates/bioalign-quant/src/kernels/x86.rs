@@ -324,27 +324,31 @@ fn nibble_order(k: usize, l: usize) -> usize {
     8 * l + (k ^ 1)
 }
 
-/// `permutex2var` indices of [`permute_nibble_order`]'s three stages (see there).
+/// `permutex2var` indices of [`permute_nibble_order512`]'s three stages: `[stage][o]`
+/// gives output `o` (0 or 1) of a stage's pair of input registers, lane by lane, as an
+/// index into the pair (0..16 the first register, 16..32 the second). `k' = k ^ 1` is
+/// the element's place within its 8-value run, `l` its run (see [`nibble_order`]).
 const NIBBLE_STAGES: [[[u32; 16]; 2]; 3] = nibble_stages();
 
 const fn nibble_stages() -> [[[u32; 16]; 2]; 3] {
     let mut t = [[[0u32; 16]; 2]; 3];
-    let mut h = 0;
-    while h < 2 {
+    let mut o = 0;
+    while o < 2 {
         let mut lane = 0;
         while lane < 16 {
-            // Stage 1, from registers holding x[32a..32a + 32] (l = 4a..4a + 4, every
-            // k'): k' = 4h + lane / 4, l - 4a = lane % 4, element 8(l - 4a) + k'.
-            t[0][h][lane] = (8 * (lane % 4) + 4 * h + lane / 4) as u32;
-            // Stage 2, from two stage-1 results (l - 8b = 4c + 0..4, k' - 4h = 0..4):
-            // k' - 4h = 2h' + lane / 8 (`h` here is the output half h'), l - 8b = lane % 8.
-            t[1][h][lane] = (16 * (lane % 8 / 4) + 4 * (2 * h + lane / 8) + lane % 4) as u32;
-            // Stage 3, from two stage-2 results (l = 8b + 0..8): k' = its pair's
-            // first + h, l = lane.
-            t[2][h][lane] = (16 * (lane / 8) + 8 * h + lane % 8) as u32;
+            // Stage 1: in, x[32a..32a + 32] (runs l = 4a..4a + 4, every k'); out `o`,
+            // k' = 4o + lane / 4 and l = 4a + lane % 4, element 8(l - 4a) + k'.
+            t[0][o][lane] = (8 * (lane % 4) + 4 * o + lane / 4) as u32;
+            // Stage 2: in, two stage-1 outputs of one half (k' = 4h..4h + 4, runs
+            // 8b..8b + 4 and 8b + 4..8b + 8, lane 4(k' - 4h) + l % 4); out `o`,
+            // k' = 4h + 2o + lane / 8 and l = 8b + lane % 8.
+            t[1][o][lane] = (16 * (lane % 8 / 4) + 4 * (2 * o + lane / 8) + lane % 4) as u32;
+            // Stage 3: in, two stage-2 outputs (runs 0..8 and 8..16, lane
+            // 8(k' - first k') + l % 8); out `o`, k' = first k' + o and l = lane.
+            t[2][o][lane] = (16 * (lane / 8) + 8 * o + lane % 8) as u32;
             lane += 1;
         }
-        h += 1;
+        o += 1;
     }
     t
 }
