@@ -20,7 +20,7 @@
 use std::mem::MaybeUninit;
 
 use super::blocked::{OutPtr, shares};
-use super::{Isa, par_chunks_mut, thread_count};
+use super::{Isa, VALUES_PER_THREAD, par_chunks_mut, thread_count};
 
 /// Columns of a panel.
 pub(crate) const NR: usize = 16;
@@ -182,9 +182,9 @@ pub(crate) fn gemm(
     });
     let panels = rows.div_ceil(NR);
     // Threads by multiply-adds (one per 2^22), but for a few rows by the weight read
-    // (one per 2^17 values, as the 8-bit few-row path): a generation step's product is
-    // bound by streaming the weight, which two cores do faster than one.
-    let work = (m * rows * cols / (1 << 22)).max(rows * cols / (1 << 17)) + 1;
+    // (as the GEMVs and few-row paths): a generation step's product is bound by
+    // streaming the weight, which two cores do faster than one.
+    let work = (m * rows * cols / (1 << 22)).max(rows * cols / VALUES_PER_THREAD) + 1;
     let t_rows = thread_count(threads, work.min(m_pad / MR));
     let by_rows = t_rows > 1 && panels < 8 * t_rows;
     let t = if by_rows {

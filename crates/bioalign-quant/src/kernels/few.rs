@@ -10,7 +10,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::q8;
-use super::{Isa, WeightSource, par_chunks_mut, thread_count};
+use super::{Isa, VALUES_PER_THREAD, WeightSource, par_chunks_mut, thread_count};
 
 /// Rows of `x` from which the blocked kernel runs instead.
 pub(super) const FEW_MAX: usize = 16;
@@ -41,10 +41,10 @@ pub(super) fn product(
     y: &mut [f32],
     threads: usize,
 ) {
-    // Threads own ranges of output columns (32-aligned), one per 2^17 weights. Each
-    // fills `[columns][m]` (rows of `V`: dot products) or `[m][columns]` (columns of
-    // `W`: row updates), scattered into `y` afterwards.
-    let t = thread_count(threads, rows * cols / (1 << 17) + 1);
+    // Threads own ranges of output columns (32-aligned), one per `VALUES_PER_THREAD`
+    // weights. Each fills `[columns][m]` (rows of `V`: dot products) or `[m][columns]`
+    // (columns of `W`: row updates), scattered into `y` afterwards.
+    let t = thread_count(threads, rows * cols / VALUES_PER_THREAD + 1);
     let per = rows.div_ceil(t).next_multiple_of(32);
     let mut parts = vec![0f32; rows * m];
     let by_rows = matches!(src, WeightSource::Q8(_));

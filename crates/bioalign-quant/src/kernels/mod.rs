@@ -87,6 +87,11 @@ impl Isa {
     }
 }
 
+/// Values a thread streams in the products bound by reading their weight or output
+/// (dequantization, GEMVs, few-row products): handing work to rayon's parked threads
+/// costs a few µs, so even a SmolLM2 projection (3.3e5 values) splits over two.
+pub(crate) const VALUES_PER_THREAD: usize = 1 << 17;
+
 /// Threads to use: `requested`, or with 0 every thread of the rayon pool the caller
 /// runs on (the global pool, one per core unless `RAYON_NUM_THREADS` says otherwise;
 /// inside `ThreadPool::install`, that pool's), at most `work_items`. The helpers of
@@ -255,9 +260,7 @@ pub fn f32_to_bf16_rne(v: f32) -> u16 {
 /// Chunk length splitting `n` elements over threads (one per 2^17 elements),
 /// a multiple of 2048.
 fn parallel_chunk(n: usize, threads: usize) -> usize {
-    // A thread per 2^17 values: handing work to rayon's parked threads costs a
-    // few µs, so even a SmolLM2 projection (3.3e5 values) splits.
-    let t = thread_count(threads, n / (1 << 17) + 1);
+    let t = thread_count(threads, n / VALUES_PER_THREAD + 1);
     n.div_ceil(t).div_ceil(2048).max(1) * 2048
 }
 
@@ -628,15 +631,14 @@ fn run_matmul(
     if let WeightSource::F32Kn { w, n } = src {
         // `y_i = Σ_k x_ik · W[k]`: each thread streams its columns of every row of `W`
         // (packing the whole weight for a handful of rows would cost more).
-        let t = thread_count(threads, rows * cols / (1 << 17) + 1);
+        let t = thread_count(threads, rows * cols / VALUES_PER_THREAD + 1);
         let per = n.div_ceil(t).next_multiple_of(16);
         for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
             par_chunks_mut(yi, per, |ti, yc| gemv_kn(isa, w, *n, xi, ti * per, yc));
         }
         return;
     }
-    // One thread per 2^17 weights (see `parallel_chunk`).
-    let t = thread_count(threads, rows * cols / (1 << 17) + 1);
+    let t = thread_count(threads, rows * cols / VALUES_PER_THREAD + 1);
     let per = rows.div_ceil(t);
     for (xi, yi) in x.chunks(cols.max(1)).zip(y.chunks_mut(rows)) {
         par_chunks_mut(yi, per, |ti, yc| gemv_rows(isa, src, xi, ti * per, yc));
